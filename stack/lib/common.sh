@@ -103,7 +103,7 @@ stop() {
         p=$(cat "$RUN/$n.pid")
         [ -n "$p" ] || continue
         pids+=("$p")
-        kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null
+        kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
     done
     for ((i = 0; i < secs * 10; i++)); do
         left=0
@@ -111,7 +111,7 @@ stop() {
         [ $left = 0 ] && break
         sleep 0.1
     done
-    for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
     for ((i = 0; i < 50; i++)); do
         left=0
         for p in "${pids[@]}"; do pgrp_alive "$p" && left=1; done

@@ -1,5 +1,433 @@
 # shellcheck shell=bash
-# Component "openstack" of the test stack (placeholder, being written).
-openstack_up() { die "openstack: not written yet"; }
-openstack_down() { :; }
-openstack_status() { echo "  openstack: not written yet"; return 1; }
+# Component "openstack": a real OpenStack control plane on loopback, from
+# Debian 12's packages (Keystone 22, Neutron 21, Octavia 11 -- release Zed):
+# MariaDB (unix socket only), RabbitMQ, Keystone v3, Neutron server (ML2 with
+# the openvswitch mechanism driver) with neutron-openvswitch-agent on the
+# stack's OVS, and Octavia API + worker whose load balancers reach ACTIVE
+# (amphora provider with no-op amphora/compute drivers). Needs component ovs.
+
+OS=$S/openstack
+OS_ETC=$OS/etc
+MYSOCK=$OS/mysql.sock
+OS_PW=${KURYR_STACK_PASSWORD:-secret}
+KEYSTONE_URL=http://$H:5000
+NEUTRON_URL=http://$H:9696
+OCTAVIA_URL=http://$H:9876
+RABBIT_PORT=5672
+TRANSPORT=rabbit://guest:guest@$H:$RABBIT_PORT/
+OS_PKGS=(mariadb-server rabbitmq-server python3-keystone python3-keystonemiddleware python3-neutron
+         neutron-common python3-octavia python3-pymysql uwsgi-core uwsgi-plugin-python3
+         python3-openstackclient python3-octaviaclient python3-neutronclient openssl curl iproute2)
+
+db_url() { echo "mysql+pymysql://root@localhost/$1?unix_socket=$MYSOCK&charset=utf8"; }
+
+os_mariadb() {
+    if [ ! -d "$OS/mysql/mysql" ]; then
+        cat > "$OS_ETC/my.cnf" <<CNF
+[mysqld]
+datadir=$OS/mysql
+socket=$MYSOCK
+pid-file=$OS/mysqld.pid
+log-error=$LOGS/mysqld.err
+# unix socket only: no TCP port to collide with
+skip-networking
+skip-name-resolve
+user=root
+innodb_buffer_pool_size=128M
+# test data: durability traded for speed
+innodb_flush_log_at_trx_commit=0
+innodb_doublewrite=0
+max_connections=1000
+character-set-server=utf8mb4
+collation-server=utf8mb4_general_ci
+CNF
+        mariadb-install-db --defaults-file="$OS_ETC/my.cnf" --user=root --skip-test-db \
+            --auth-root-authentication-method=normal >>"$LOGS/mysql-install.log" 2>&1 \
+            || die "mariadb-install-db failed (log: $LOGS/mysql-install.log)"
+    fi
+    start mariadb mariadbd --defaults-file="$OS_ETC/my.cnf"
+}
+
+rabbit_env() {
+    export HOME=$OS/rabbit/home RABBITMQ_NODENAME=kuryr-stack@localhost
+    export RABBITMQ_NODE_IP_ADDRESS=$H RABBITMQ_NODE_PORT=$RABBIT_PORT RABBITMQ_DIST_PORT=25672
+    export ERL_EPMD_ADDRESS=$H ERL_EPMD_PORT=4369
+    export RABBITMQ_MNESIA_BASE=$OS/rabbit/mnesia RABBITMQ_LOG_BASE=$LOGS/rabbit
+    export RABBITMQ_CONFIG_FILE=$OS/rabbit/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$OS/rabbit/enabled_plugins
+    export RABBITMQ_ADVANCED_CONFIG_FILE=$OS/rabbit/advanced.config RABBITMQ_CONF_ENV_FILE=$OS/rabbit/env.conf
+    export RABBITMQ_PID_FILE=$OS/rabbit/rabbit.pid
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+os_rabbit() {
+    mkdir -p "$OS/rabbit/home" "$OS/rabbit/mnesia" "$LOGS/rabbit"
+    printf 'listeners.tcp.default = %s:%s\nloopback_users = none\nlog.console = false\nlog.file.level = warning\n' \
+        "$H" "$RABBIT_PORT" > "$OS/rabbit/rabbitmq.conf"
+    echo '[].' > "$OS/rabbit/enabled_plugins"
+    echo '[].' > "$OS/rabbit/advanced.config"
+    : > "$OS/rabbit/env.conf"
+    (
+        rabbit_env
+        # our own epmd, in the foreground so that its pid file is ours
+        start epmd epmd -address "$H" -port 4369
+        start rabbitmq /usr/lib/rabbitmq/bin/rabbitmq-server
+    )
+}
+
+rabbit_ready() { ( rabbit_env; /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup --timeout 5 ); }
+
+authtoken_section() {
+    cat <<INI
+[keystone_authtoken]
+www_authenticate_uri = $KEYSTONE_URL
+auth_url = $KEYSTONE_URL
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = $1
+password = $OS_PW
+region_name = RegionOne
+INI
+}
+
+os_configs() {
+    mkdir -p "$OS_ETC/neutron/plugins/ml2" "$OS_ETC/octavia" "$OS_ETC/keystone" \
+        "$OS/neutron/state" "$OS/neutron/lock" "$OS/octavia/lock" "$OS/octavia/certs" "$OS/keystone"
+    cat > "$OS_ETC/keystone/keystone.conf" <<INI
+[DEFAULT]
+log_file = $LOGS/keystone.log
+[database]
+connection = $(db_url keystone)
+[token]
+provider = fernet
+expiration = ${KURYR_STACK_TOKEN_EXPIRATION:-86400}
+[fernet_tokens]
+key_repository = $OS/keystone/fernet-keys
+[fernet_receipts]
+key_repository = $OS/keystone/fernet-keys
+[credential]
+key_repository = $OS/keystone/credential-keys
+[identity]
+# a test stack: cheap password hashing makes logins take ms, not ~0.3 s
+password_hash_rounds = 4
+[cache]
+# one uwsgi process: an in-process cache stays coherent
+enabled = true
+backend = dogpile.cache.memory
+INI
+    cat > "$OS_ETC/neutron/neutron.conf" <<INI
+[DEFAULT]
+core_plugin = ml2
+service_plugins = router,trunk,segments,qos
+auth_strategy = keystone
+bind_host = $H
+bind_port = 9696
+api_workers = 2
+rpc_workers = 1
+rpc_state_report_workers = 1
+transport_url = $TRANSPORT
+state_path = $OS/neutron/state
+log_file = $LOGS/neutron-server.log
+allow_overlapping_ips = true
+# no DHCP agent runs: ports must not wait for DHCP provisioning to go ACTIVE
+enable_traditional_dhcp = false
+dhcp_agent_notification = false
+notify_nova_on_port_status_changes = false
+notify_nova_on_port_data_changes = false
+global_physnet_mtu = 1500
+[database]
+connection = $(db_url neutron)
+max_pool_size = 20
+[oslo_concurrency]
+lock_path = $OS/neutron/lock
+[oslo_messaging_notifications]
+driver = noop
+$(authtoken_section neutron)
+INI
+    cat > "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini" <<INI
+[ml2]
+type_drivers = flat,vlan,vxlan
+tenant_network_types = vxlan
+mechanism_drivers = openvswitch
+extension_drivers = port_security,qos
+[ml2_type_flat]
+flat_networks = *
+[ml2_type_vlan]
+network_vlan_ranges = physnet1:100:2000
+[ml2_type_vxlan]
+vni_ranges = 1:10000
+[securitygroup]
+enable_security_group = true
+firewall_driver = openvswitch
+INI
+    cat > "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" <<INI
+[DEFAULT]
+# = the Kubernetes node name: kuryr binds a pod's port to its node
+host = $STACK_NODE
+log_file = $LOGS/neutron-openvswitch-agent.log
+[ovs]
+integration_bridge = br-int
+tunnel_bridge = br-tun
+local_ip = $H
+# no OVS kernel module here: every bridge the agent makes is userspace
+datapath_type = netdev
+ovsdb_connection = unix:$OVSDB_SOCK
+bridge_mappings = physnet1:br-phys
+of_listen_address = $H
+of_listen_port = 6633
+[agent]
+tunnel_types = vxlan
+polling_interval = 1
+# root already: no sudo; ovs-ofctl and privsep must find the stack's OVS
+root_helper = env PATH=/usr/sbin:/usr/bin:/sbin:/bin OVS_RUNDIR=$OVS_DIR
+[securitygroup]
+enable_security_group = true
+firewall_driver = openvswitch
+INI
+    local role
+    for role in api worker; do
+        {
+            cat <<INI
+[DEFAULT]
+transport_url = $TRANSPORT
+[api_settings]
+bind_host = $H
+bind_port = 9876
+auth_strategy = keystone
+api_base_uri = $OCTAVIA_URL
+enabled_provider_drivers = amphora:Amphora provider (no-op amphorae in this stack),octavia:Alias of amphora,noop_driver:No-op provider
+default_provider_driver = amphora
+[database]
+connection = $(db_url octavia)
+[controller_worker]
+amphora_driver = amphora_noop_driver
+compute_driver = compute_noop_driver
+# the API allocates real VIP ports; the worker plugs nothing (see kuryr_stack_octavia.py)
+network_driver = $([ $role = api ] && echo allowed_address_pairs_driver || echo kuryr_stack_noop_real_vip)
+loadbalancer_topology = SINGLE
+workers = 1
+client_ca = $OS/octavia/certs/ca.pem
+[certificates]
+ca_certificate = $OS/octavia/certs/ca.pem
+ca_private_key = $OS/octavia/certs/ca.key
+[oslo_messaging]
+topic = octavia_prov
+[oslo_messaging_notifications]
+driver = noop
+[task_flow]
+jobboard_enabled = false
+[neutron]
+endpoint = $NEUTRON_URL
+region_name = RegionOne
+[oslo_concurrency]
+lock_path = $OS/octavia/lock
+[service_auth]
+auth_type = password
+auth_url = $KEYSTONE_URL
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = octavia
+password = $OS_PW
+$(authtoken_section octavia)
+INI
+        } > "$OS_ETC/octavia/octavia-$role.conf"
+    done
+    # the worker's network driver, found through an entry point on PYTHONPATH
+    local ext=$OS/octavia/pyext
+    mkdir -p "$ext/kuryr_stack_octavia-1.0.dist-info"
+    cp "$STACK_SRC/openstack/kuryr_stack_octavia.py" "$ext/"
+    printf 'Metadata-Version: 2.1\nName: kuryr-stack-octavia\nVersion: 1.0\n' > "$ext/kuryr_stack_octavia-1.0.dist-info/METADATA"
+    printf '[octavia.network.drivers]\nkuryr_stack_noop_real_vip = kuryr_stack_octavia:NoopDriverWithRealVip\n' \
+        > "$ext/kuryr_stack_octavia-1.0.dist-info/entry_points.txt"
+    if [ ! -f "$OS/octavia/certs/ca.pem" ]; then
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=kuryr-stack-octavia-ca \
+            -keyout "$OS/octavia/certs/ca.key" -out "$OS/octavia/certs/ca.pem" 2>/dev/null
+    fi
+    # WSGI entry points; both apps parse sys.argv, so hide uwsgi's
+    cat > "$OS/keystone/wsgi.py" <<PY
+import os, sys
+sys.argv = sys.argv[:1]
+os.environ["OS_KEYSTONE_CONFIG_FILES"] = "$OS_ETC/keystone/keystone.conf"
+from keystone.server.wsgi import initialize_public_application
+application = initialize_public_application()
+PY
+    cat > "$OS/octavia/wsgi.py" <<PY
+import sys
+sys.argv = sys.argv[:1]
+from octavia.api import app
+application = app.setup_app(argv=["octavia-api", "--config-file", "$OS_ETC/octavia/octavia-api.conf",
+                                  "--log-file", "$LOGS/octavia-api.log"])
+PY
+}
+
+NEUTRON_CONF=(--config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini")
+
+# os_migrate: database schemas and Keystone bootstrap, in parallel; each
+# leaves a stamp so a restart on kept data skips it
+os_migrate() {
+    local pids=() d km=(keystone-manage --config-file "$OS_ETC/keystone/keystone.conf")
+    for d in neutron octavia keystone; do
+        mariadb --socket="$MYSOCK" -uroot -e "create database if not exists $d character set utf8"
+    done
+    if [ ! -f "$OS/neutron/migrated" ]; then
+        ( neutron-db-manage "${NEUTRON_CONF[@]}" upgrade heads && touch "$OS/neutron/migrated" ) \
+            >>"$LOGS/neutron-db-manage.log" 2>&1 &
+        pids+=($!)
+    fi
+    if [ ! -f "$OS/octavia/migrated" ]; then
+        ( octavia-db-manage --config-file "$OS_ETC/octavia/octavia-api.conf" upgrade head && touch "$OS/octavia/migrated" ) \
+            >>"$LOGS/octavia-db-manage.log" 2>&1 &
+        pids+=($!)
+    fi
+    if [ ! -f "$OS/keystone/migrated" ]; then
+        (
+            set -e
+            "${km[@]}" db_sync
+            [ -d "$OS/keystone/fernet-keys" ] || "${km[@]}" fernet_setup --keystone-user root --keystone-group root
+            [ -d "$OS/keystone/credential-keys" ] || "${km[@]}" credential_setup --keystone-user root --keystone-group root
+            "${km[@]}" bootstrap --bootstrap-password "$OS_PW" --bootstrap-username admin \
+                --bootstrap-project-name admin --bootstrap-role-name admin \
+                --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
+                --bootstrap-admin-url "$KEYSTONE_URL/v3" --bootstrap-public-url "$KEYSTONE_URL/v3" \
+                --bootstrap-internal-url "$KEYSTONE_URL/v3"
+            touch "$OS/keystone/migrated"
+        ) >>"$LOGS/keystone-manage.log" 2>&1 &
+        pids+=($!)
+    fi
+    [ ${#pids[@]} -gt 0 ] && log "openstack: migrating databases (neutron, octavia, keystone)"
+    local p
+    for p in "${pids[@]}"; do
+        wait "$p" || die "a database migration failed (logs: $LOGS/*-manage.log)"
+    done
+}
+
+# uwsgi NAME PORT WSGI PROCESSES THREADS: serve a WSGI app on loopback.
+# uwsgi's --http-socket has no keep-alive but does not say so: without
+# "Connection: close" pooled clients reuse closed sockets and fail.
+uwsgi_app() {
+    start "$1" uwsgi --plugin python3 --master --enable-threads --die-on-term --lazy-apps --need-app \
+        --disable-logging --buffer-size 65535 --add-header "Connection: close" \
+        --http-socket "$H:$2" --wsgi-file "$3" --processes "$4" --threads "$5" \
+        --logto "$LOGS/$1.uwsgi.log"
+}
+
+keystone_token() {
+    curl -sf -D - -o /dev/null -H 'Content-Type: application/json' \
+        -d "{\"auth\":{\"identity\":{\"methods\":[\"password\"],\"password\":{\"user\":{\"name\":\"admin\",\"domain\":{\"id\":\"default\"},\"password\":\"$OS_PW\"}}},\"scope\":{\"project\":{\"name\":\"admin\",\"domain\":{\"id\":\"default\"}}}}}" \
+        "$KEYSTONE_URL/v3/auth/tokens" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-subject-token" { print $2 }'
+}
+
+# agent_fresh SINCE: the OVS agent of $STACK_NODE reports alive, started after SINCE
+agent_fresh() {
+    curl -sf -H "X-Auth-Token: $OS_TOKEN" \
+        "$NEUTRON_URL/v2.0/agents?binary=neutron-openvswitch-agent&host=$STACK_NODE" |
+        SINCE=$1 python3 -c 'import json, os, sys
+agents = json.load(sys.stdin)["agents"]
+ok = agents and agents[0]["alive"] and agents[0]["started_at"].replace(" ", "T")[:19] >= os.environ["SINCE"]
+sys.exit(0 if ok else 1)'
+}
+
+openstack_up() {
+    need_pkgs "${OS_PKGS[@]}"
+    pid_alive ovsdb-server || die "openstack needs the ovs component (stack up --openstack starts both)"
+    mkdir -p "$OS_ETC"
+    os_configs
+    os_mariadb
+    os_rabbit   # boots (~10 s) while the databases migrate
+    wait_for "MariaDB $MYSOCK" 60 mariadb --socket="$MYSOCK" -uroot -e 'select 1'
+    os_migrate
+    log "openstack: databases ready"
+
+    uwsgi_app keystone 5000 "$OS/keystone/wsgi.py" 1 4
+    wait_for "Keystone $KEYSTONE_URL/v3" 90 http_ok "$KEYSTONE_URL/v3"
+    if [ ! -f "$OS/keystone/setup-done" ]; then
+        KEYSTONE_URL=$KEYSTONE_URL PASSWORD=$OS_PW NEUTRON_URL=$NEUTRON_URL OCTAVIA_URL=$OCTAVIA_URL \
+            python3 "$STACK_SRC/openstack/keystone_setup.py" >>"$LOGS/keystone-setup.log" 2>&1 \
+            || die "setting up Keystone's users and catalogue failed (log: $LOGS/keystone-setup.log)"
+        touch "$OS/keystone/setup-done"
+        log "openstack: Keystone projects, users and catalogue set up"
+    fi
+
+    wait_for "RabbitMQ $H:$RABBIT_PORT" 120 rabbit_ready
+    start neutron-server neutron-server "${NEUTRON_CONF[@]}"
+    for br in br-int br-phys; do
+        vsctl --may-exist add-br "$br" -- set Bridge "$br" datapath_type=netdev
+    done
+    # a restarted agent on kept data: its old row looks alive for a while, so
+    # wait for a report from the agent started now (started_at: UTC, 1 s)
+    local since=""
+    pid_alive neutron-openvswitch-agent || since=$(date -u -d '-1 sec' '+%Y-%m-%dT%H:%M:%S')
+    ( ovs_env; start neutron-openvswitch-agent neutron-openvswitch-agent \
+        --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" )
+    uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8
+    PYTHONPATH=$OS/octavia/pyext start octavia-worker octavia-worker \
+        --config-file "$OS_ETC/octavia/octavia-worker.conf" --log-file "$LOGS/octavia-worker.log"
+
+    write_env openstack <<ENV
+export OS_AUTH_URL=$KEYSTONE_URL/v3 OS_IDENTITY_API_VERSION=3 OS_REGION_NAME=RegionOne OS_INTERFACE=public
+export OS_USERNAME=admin OS_PASSWORD=$OS_PW OS_PROJECT_NAME=admin
+export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default
+export OS_CLIENT_CONFIG_FILE=$S/clouds.yaml
+export KURYR_STACK_KEYSTONE_URL=$KEYSTONE_URL KURYR_STACK_NEUTRON_URL=$NEUTRON_URL KURYR_STACK_OCTAVIA_URL=$OCTAVIA_URL
+export KURYR_STACK_AGENT_HOST=$STACK_NODE
+ENV
+    cat > "$S/clouds.yaml" <<YAML
+clouds:
+  kuryr-stack:
+    auth: {auth_url: "$KEYSTONE_URL/v3", username: admin, password: "$OS_PW", project_name: admin,
+           user_domain_name: Default, project_domain_name: Default}
+    region_name: RegionOne
+    identity_api_version: 3
+  kuryr-stack-demo:
+    auth: {auth_url: "$KEYSTONE_URL/v3", username: demo, password: "$OS_PW", project_name: demo,
+           user_domain_name: Default, project_domain_name: Default}
+    region_name: RegionOne
+    identity_api_version: 3
+YAML
+
+    wait_for "Neutron $NEUTRON_URL" 120 http_ok "$NEUTRON_URL/"
+    OS_TOKEN=$(keystone_token)
+    [ -n "$OS_TOKEN" ] || die "no Keystone token for admin (log: $LOGS/keystone.log)"
+    wait_for "Neutron with a Keystone token" 60 curl -sf -o /dev/null -H "X-Auth-Token: $OS_TOKEN" "$NEUTRON_URL/v2.0/networks"
+    wait_for "Octavia $OCTAVIA_URL" 120 http_ok "$OCTAVIA_URL/"
+    wait_for "octavia-worker" 90 grep -q 'Starting V2 consumer' "$LOGS/octavia-worker.log"
+    wait_for "neutron-openvswitch-agent (host $STACK_NODE)" 120 agent_fresh "${since:-0}"
+}
+
+openstack_down() {
+    # API servers and agents first, all at once; then what they use
+    stop 8 octavia-api octavia-worker keystone neutron-openvswitch-agent neutron-server
+    if pid_alive rabbitmq; then
+        ( rabbit_env; timeout 30 /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 )
+    fi
+    stop 10 rabbitmq
+    stop 20 epmd mariadb
+    # bridges the agent made for Neutron (br-int belongs to component ovs);
+    # their taps go with OVS when it stops, which notes every internal port
+    if pid_alive ovs-vswitchd; then
+        local b
+        for b in $(vsctl list-br 2>/dev/null); do
+            [ "$b" = br-int ] && continue
+            vsctl --if-exists del-br "$b"
+            ip -d link show "$b" 2>/dev/null | grep -q 'tun type tap' && { ip link del "$b" 2>/dev/null || true; }
+        done
+    fi
+    return 0
+}
+
+openstack_status() {
+    local rc=0 n
+    for n in mariadb epmd rabbitmq keystone neutron-server neutron-openvswitch-agent octavia-api octavia-worker; do
+        pid_alive "$n" || { echo "  openstack: $n NOT running"; rc=1; }
+    done
+    cat <<TXT
+  Keystone:   $KEYSTONE_URL/v3  admin/$OS_PW (project admin), demo/$OS_PW (project demo)
+  Neutron:    $NEUTRON_URL  (ML2/openvswitch; agent host $STACK_NODE)
+  Octavia:    $OCTAVIA_URL  (amphora provider, no-op backends: LBs go ACTIVE)
+  RabbitMQ:   $H:$RABBIT_PORT   MariaDB: unix:$MYSOCK
+  clouds.yaml $S/clouds.yaml (clouds kuryr-stack, kuryr-stack-demo)
+TXT
+    return $rc
+}

@@ -48,6 +48,31 @@ where
     }
 }
 
+/// Runs `body`, then `cleanup` whatever happened to it (error or panic):
+/// returns the body's error first, then the cleanup's; re-raises a panic
+/// after the cleanup ran. `cleanup` is not polled before `body` is done.
+pub async fn finally<T>(
+    body: impl Future<Output = anyhow::Result<T>>,
+    cleanup: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<T> {
+    use futures::FutureExt;
+    let res = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    let cleaned = cleanup.await;
+    match res {
+        Err(panic) => {
+            if let Err(e) = cleaned {
+                eprintln!("cleanup after a panic failed too: {e:#}");
+            }
+            std::panic::resume_unwind(panic)
+        }
+        Ok(r) => {
+            let v = r?;
+            cleaned.map_err(|e| e.context("cleanup failed"))?;
+            Ok(v)
+        }
+    }
+}
+
 /// A name unique to this test process: `prefix` plus the pid and a counter,
 /// cut to `max` bytes (Linux link names have at most 15).
 pub fn unique_name(prefix: &str, max: usize) -> String {
@@ -75,6 +100,29 @@ mod tests {
         assert!(a.len() <= 15 && b.len() <= 15, "{a} {b}");
         let long = unique_name("a-very-long-prefix-for-links", 15);
         assert_eq!(long.len(), 15);
+    }
+
+    #[tokio::test]
+    async fn finally_cleans_up_after_success_error_and_panic() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let cleaned = AtomicU32::new(0);
+        let cleanup = || async {
+            cleaned.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        assert_eq!(finally(async { Ok(7) }, cleanup()).await.unwrap(), 7);
+        let e = finally::<()>(async { anyhow::bail!("body") }, cleanup())
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "body");
+        let panicked =
+            std::panic::AssertUnwindSafe(finally::<()>(async { panic!("boom") }, cleanup()));
+        assert!(futures::FutureExt::catch_unwind(panicked).await.is_err());
+        assert_eq!(cleaned.load(Ordering::SeqCst), 3);
+        let e = finally(async { Ok(1) }, async { anyhow::bail!("undo") })
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("cleanup failed: undo"), "{e:#}");
     }
 
     #[tokio::test]

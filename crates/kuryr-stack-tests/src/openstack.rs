@@ -182,34 +182,44 @@ enum Step {
     WaitGone(String),
 }
 
-/// What to undo after a test, in reverse order, whether it passed or not.
+/// What to undo after a test, in reverse order, whether it passed, failed or
+/// panicked (see [`with_undo`]). Shared by reference, so steps can be added
+/// while the test body runs.
 #[derive(Debug, Default)]
 pub struct Undo {
-    steps: Vec<Step>,
+    steps: std::sync::Mutex<Vec<Step>>,
 }
 
 impl Undo {
+    fn push(&self, step: Step) {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(step);
+    }
+
     /// Remember to DELETE `url` (404 = already gone).
-    pub fn delete(&mut self, url: String) {
-        self.steps.push(Step::Call(Method::DELETE, url, None));
+    pub fn delete(&self, url: String) {
+        self.push(Step::Call(Method::DELETE, url, None));
     }
 
     /// Remember to PUT `body` to `url` (e.g. unbind a trunk parent first).
-    pub fn put(&mut self, url: String, body: Value) {
-        self.steps.push(Step::Call(Method::PUT, url, Some(body)));
+    pub fn put(&self, url: String, body: Value) {
+        self.push(Step::Call(Method::PUT, url, Some(body)));
     }
 
     /// Remember to wait (up to two minutes) until GET `url` answers 404, for
     /// deletes that finish asynchronously (Octavia) before what they use can go.
-    pub fn wait_gone(&mut self, url: String) {
-        self.steps.push(Step::WaitGone(url));
+    pub fn wait_gone(&self, url: String) {
+        self.push(Step::WaitGone(url));
     }
 
     /// Runs every step, newest first; returns the failures (each is also
     /// printed), so a test can assert its cleanup worked.
-    pub async fn run(&mut self, s: &Session) -> Vec<String> {
+    pub async fn run(&self, s: &Session) -> Vec<String> {
+        let steps = std::mem::take(&mut *self.steps.lock().unwrap_or_else(|e| e.into_inner()));
         let mut failed = Vec::new();
-        while let Some(step) = self.steps.pop() {
+        for step in steps.into_iter().rev() {
             let res = match step {
                 Step::Call(m, url, body) => s.call(m, &url, body.as_ref(), true).await.map(|_| ()),
                 Step::WaitGone(url) => {
@@ -234,6 +244,21 @@ impl Undo {
         }
         failed
     }
+}
+
+/// Runs `body` with a fresh [`Undo`], then the undo steps whatever happened
+/// (error or panic); fails if either failed, re-raising a panic after cleanup.
+pub async fn with_undo<T>(
+    s: &Session,
+    body: impl AsyncFnOnce(&Undo) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let undo = Undo::default();
+    crate::finally(body(&undo), async {
+        let failed = undo.run(s).await;
+        anyhow::ensure!(failed.is_empty(), "{failed:?}");
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, Config};
 use kuryr_stack_tests::cmd::run;
 use kuryr_stack_tests::env::StackEnv;
-use kuryr_stack_tests::{unique_name, wait_until};
+use kuryr_stack_tests::{finally, unique_name, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ async fn pods_with_the_bridge_plugin_run_and_ping_each_other() -> anyhow::Result
         &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
     )
     .await?;
-    let res = async {
+    let body = async {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         for name in ["a", "b"] {
             let pod: Pod = serde_json::from_value(json!({
@@ -100,8 +100,10 @@ async fn pods_with_the_bridge_plugin_run_and_ping_each_other() -> anyhow::Result
         ])?;
         assert!(out.contains("2 packets received"), "{out}");
         anyhow::Ok(())
-    }
-    .await;
-    nss.delete(&ns, &DeleteParams::default()).await?;
-    res
+    };
+    finally(body, async {
+        nss.delete(&ns, &DeleteParams::default()).await?;
+        Ok(())
+    })
+    .await
 }

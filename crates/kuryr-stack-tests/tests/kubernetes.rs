@@ -12,7 +12,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Config};
 use kuryr_stack_tests::env::StackEnv;
-use kuryr_stack_tests::{unique_name, wait_until};
+use kuryr_stack_tests::{finally, unique_name, wait_until};
 use serde_json::json;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ impl TestNamespace {
         Ok(Self { api, name })
     }
 
-    async fn delete(self) -> anyhow::Result<()> {
+    async fn delete(&self) -> anyhow::Result<()> {
         self.api
             .delete(&self.name, &DeleteParams::default())
             .await?;
@@ -60,7 +60,7 @@ async fn namespace_and_pod_are_created_and_watched() -> anyhow::Result<()> {
     let info = client.apiserver_version().await?;
     assert_eq!(info.major, "1");
     let ns = TestNamespace::new(&client).await?;
-    let res = async {
+    let body = async {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
         // start watching before the pod exists: the watch must deliver it
         let mut events = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
@@ -102,10 +102,8 @@ async fn namespace_and_pod_are_created_and_watched() -> anyhow::Result<()> {
         )
         .await?;
         anyhow::Ok(())
-    }
-    .await;
-    ns.delete().await?;
-    res
+    };
+    finally(body, ns.delete()).await
 }
 
 #[tokio::test]
@@ -148,7 +146,7 @@ async fn crd_with_status_subresource_is_served_and_watched() -> anyhow::Result<(
     .await?;
 
     let ns = TestNamespace::new(&client).await?;
-    let res = async {
+    let body = async {
         let gvk = GroupVersionKind::gvk(group, "v1", "Widget");
         let ar = ApiResource::from_gvk_with_plural(&gvk, "widgets");
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns.name, &ar);
@@ -194,9 +192,11 @@ async fn crd_with_status_subresource_is_served_and_watched() -> anyhow::Result<(
         assert_eq!(ready_seen.metadata.name.as_deref(), Some("w1"));
         api.delete("w1", &DeleteParams::default()).await?;
         anyhow::Ok(())
-    }
-    .await;
-    ns.delete().await?;
-    crds.delete(&crd_name, &DeleteParams::default()).await?;
-    res
+    };
+    finally(body, async {
+        ns.delete().await?;
+        crds.delete(&crd_name, &DeleteParams::default()).await?;
+        Ok(())
+    })
+    .await
 }

@@ -6,7 +6,7 @@
 use anyhow::{Context, ensure};
 use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::net::{Netns, OvsBridge, OvsPort, Veth};
-use kuryr_stack_tests::openstack::{Session, Undo};
+use kuryr_stack_tests::openstack::{Session, Undo, with_undo};
 use kuryr_stack_tests::{unique_name, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -18,19 +18,6 @@ async fn session() -> anyhow::Result<(StackEnv, Session)> {
     Ok((env, s))
 }
 
-/// Runs `body`, then the undo steps whatever happened; fails if either did.
-async fn with_undo<F, Fut>(s: &Session, body: F) -> anyhow::Result<()>
-where
-    F: FnOnce(Undo) -> Fut,
-    Fut: std::future::Future<Output = (Undo, anyhow::Result<()>)>,
-{
-    let (mut undo, res) = body(Undo::default()).await;
-    let failed = undo.run(s).await;
-    res?;
-    ensure!(failed.is_empty(), "cleanup failed: {failed:?}");
-    Ok(())
-}
-
 fn id(v: &Value, kind: &str) -> anyhow::Result<String> {
     v[kind]["id"]
         .as_str()
@@ -40,7 +27,7 @@ fn id(v: &Value, kind: &str) -> anyhow::Result<String> {
 
 async fn network_and_subnet(
     s: &Session,
-    undo: &mut Undo,
+    undo: &Undo,
     cidr: &str,
 ) -> anyhow::Result<(String, String)> {
     let name = unique_name("smoke-net-", 40);
@@ -119,9 +106,9 @@ async fn keystone_issues_a_scoped_token_with_the_catalogue() -> anyhow::Result<(
 #[tokio::test]
 async fn neutron_network_subnet_port_trunk_and_security_group() -> anyhow::Result<()> {
     let (_env, s) = session().await?;
-    with_undo(&s, |mut undo| async {
-        let res = async {
-            let (net_id, sub_id) = network_and_subnet(&s, &mut undo, "10.230.1.0/24").await?;
+    with_undo(&s, async |undo| {
+        {
+            let (net_id, sub_id) = network_and_subnet(&s, undo, "10.230.1.0/24").await?;
             // security group with an ingress rule
             let sg = s
                 .post(&s.n("security-groups"), json!({"security_group": {"name": unique_name("smoke-sg-", 40)}}))
@@ -170,8 +157,6 @@ async fn neutron_network_subnet_port_trunk_and_security_group() -> anyhow::Resul
                 subs["sub_ports"],
                 json!([{"port_id": sub_port, "segmentation_type": "vlan", "segmentation_id": 101}])
             );
-            let p = s.get(&s.n(&format!("ports/{sub_port}"))).await?;
-            assert_eq!(p["port"]["device_owner"], "trunk:subport");
             // remove the subport again
             s.put(
                 &s.n(&format!("trunks/{trunk_id}/remove_subports")),
@@ -182,8 +167,6 @@ async fn neutron_network_subnet_port_trunk_and_security_group() -> anyhow::Resul
             assert_eq!(subs["sub_ports"], json!([]));
             Ok(())
         }
-        .await;
-        (undo, res)
     })
     .await
 }
@@ -197,9 +180,9 @@ async fn ports_plugged_into_br_int_go_active_and_ping() -> anyhow::Result<()> {
     let (env, s) = session().await?;
     let host = env.get("KURYR_STACK_AGENT_HOST")?.to_owned();
     let ovsdb = env.get("OVSDB_SOCK")?.to_owned();
-    with_undo(&s, |mut undo| async {
-        let res = async {
-            let (net_id, sub_id) = network_and_subnet(&s, &mut undo, "10.230.2.0/24").await?;
+    with_undo(&s, async |undo| {
+        {
+            let (net_id, sub_id) = network_and_subnet(&s, undo, "10.230.2.0/24").await?;
             let mut pods = Vec::new();
             for (i, ip) in ["10.230.2.11", "10.230.2.12"].into_iter().enumerate() {
                 let p = s
@@ -243,23 +226,21 @@ async fn ports_plugged_into_br_int_go_active_and_ping() -> anyhow::Result<()> {
             drop(pods); // unplug before Neutron deletes the ports
             Ok(())
         }
-        .await;
-        (undo, res)
     })
     .await
 }
 
 /// A trunk whose parent is bound and plugged into its trunk bridge
-/// `tbr-<trunk id[:11]>`: the OVS agent wires the VLAN subport and trunk and
+/// `tbr-<trunk id[:10]>`: the OVS agent wires the VLAN subport and trunk and
 /// subport go ACTIVE, as on a nested Kubernetes node VM.
 #[tokio::test]
 async fn trunk_subports_are_wired_by_the_ovs_agent() -> anyhow::Result<()> {
     let (env, s) = session().await?;
     let host = env.get("KURYR_STACK_AGENT_HOST")?.to_owned();
     let ovsdb = env.get("OVSDB_SOCK")?.to_owned();
-    with_undo(&s, |mut undo| async {
-        let res = async {
-            let (net_id, _sub_id) = network_and_subnet(&s, &mut undo, "10.230.3.0/24").await?;
+    with_undo(&s, async |undo| {
+        {
+            let (net_id, _sub_id) = network_and_subnet(&s, undo, "10.230.3.0/24").await?;
             let parent = id(
                 &s.post(&s.n("ports"), json!({"port": {"network_id": net_id, "name": "smoke-vm"}})).await?,
                 "port",
@@ -291,7 +272,7 @@ async fn trunk_subports_are_wired_by_the_ovs_agent() -> anyhow::Result<()> {
                 )
                 .await?;
             let mac = p["port"]["mac_address"].as_str().context("mac")?.to_owned();
-            let tbr = OvsBridge::add(&ovsdb, &format!("tbr-{}", &trunk_id[..11]))?;
+            let tbr = OvsBridge::add(&ovsdb, &format!("tbr-{}", &trunk_id[..10]))?;
             let ns = Netns::new("kst-vm-")?;
             let veth = Veth::new(&ns, "eth0")?;
             let plugged = OvsPort::add(
@@ -322,8 +303,6 @@ async fn trunk_subports_are_wired_by_the_ovs_agent() -> anyhow::Result<()> {
             drop((plugged, veth, ns, tbr));
             Ok(())
         }
-        .await;
-        (undo, res)
     })
     .await
 }
@@ -331,9 +310,9 @@ async fn trunk_subports_are_wired_by_the_ovs_agent() -> anyhow::Result<()> {
 #[tokio::test]
 async fn octavia_load_balancer_listener_pool_member_reach_active() -> anyhow::Result<()> {
     let (_env, s) = session().await?;
-    with_undo(&s, |mut undo| async {
-        let res = async {
-            let (_net_id, sub_id) = network_and_subnet(&s, &mut undo, "10.230.4.0/24").await?;
+    with_undo(&s, async |undo| {
+        {
+            let (_net_id, sub_id) = network_and_subnet(&s, undo, "10.230.4.0/24").await?;
             let lb = s
                 .post(
                     &s.o("loadbalancers"),
@@ -389,8 +368,6 @@ async fn octavia_load_balancer_listener_pool_member_reach_active() -> anyhow::Re
             }
             Ok(())
         }
-        .await;
-        (undo, res)
     })
     .await?;
     Ok(())
