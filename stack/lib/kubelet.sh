@@ -159,7 +159,7 @@ node_ready() {
 }
 
 kubelet_up() {
-    need_pkgs containerd runc containernetworking-plugins busybox-static iptables
+    need_pkgs containerd runc containernetworking-plugins busybox-static iptables gcc libc6-dev
     pid_alive kube-apiserver || die "kubelet needs the k8s component: stack up --kubelet starts both"
     build_images
     kubelet_config

@@ -15,7 +15,7 @@ ovs_env() {
 }
 
 ovs_up() {
-    need_pkgs openvswitch-switch iproute2
+    need_pkgs openvswitch-switch iproute2 iputils-ping
     mkdir -p "$OVS_DIR"
     ovs_env
     [ -f "$OVS_DIR/conf.db" ] || ovsdb-tool create "$OVS_DIR/conf.db" >/dev/null
