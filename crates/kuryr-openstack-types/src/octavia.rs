@@ -1,0 +1,340 @@
+//! Octavia v2 (`/v2/lbaas`): load balancers, listeners, pools, members and
+//! health monitors.
+
+use crate::{Extra, IdRef};
+use serde::{Deserialize, Serialize};
+
+/// `provisioning_status` values that end a wait.
+pub const ACTIVE: &str = "ACTIVE";
+/// A provisioning error: Octavia gave up on the object.
+pub const ERROR: &str = "ERROR";
+
+/// A load balancer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoadBalancer {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+    /// Owning project.
+    #[serde(default)]
+    pub project_id: String,
+    /// VIP address.
+    #[serde(default)]
+    pub vip_address: String,
+    /// Neutron port holding the VIP.
+    #[serde(default)]
+    pub vip_port_id: String,
+    /// VIP subnet.
+    #[serde(default)]
+    pub vip_subnet_id: String,
+    /// VIP network.
+    #[serde(default)]
+    pub vip_network_id: String,
+    /// Provider (amphora, ovn...).
+    #[serde(default)]
+    pub provider: String,
+    /// `ACTIVE`, `PENDING_CREATE`, `PENDING_UPDATE`, `PENDING_DELETE`, `DELETED`, `ERROR`.
+    #[serde(default)]
+    pub provisioning_status: String,
+    /// `ONLINE`, `OFFLINE`, `DEGRADED`, `ERROR`, `NO_MONITOR`.
+    #[serde(default)]
+    pub operating_status: String,
+    /// Administrative state.
+    #[serde(default)]
+    pub admin_state_up: bool,
+    /// Its listeners.
+    #[serde(default)]
+    pub listeners: Vec<IdRef>,
+    /// Its pools.
+    #[serde(default)]
+    pub pools: Vec<IdRef>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Body of `POST /v2/lbaas/loadbalancers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoadBalancerCreate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// VIP subnet (or give `vip_network_id` / `vip_port_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip_subnet_id: Option<String>,
+    /// VIP network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip_network_id: Option<String>,
+    /// Existing VIP port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip_port_id: Option<String>,
+    /// Requested VIP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip_address: Option<String>,
+    /// Provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Listener {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// `TCP`, `UDP`, `HTTP`, `HTTPS`, `SCTP`...
+    #[serde(default)]
+    pub protocol: String,
+    /// Port it listens on.
+    #[serde(default)]
+    pub protocol_port: u16,
+    /// Default pool.
+    #[serde(default)]
+    pub default_pool_id: Option<String>,
+    /// Its load balancers.
+    #[serde(default)]
+    pub loadbalancers: Vec<IdRef>,
+    /// Provisioning status.
+    #[serde(default)]
+    pub provisioning_status: String,
+    /// Operating status.
+    #[serde(default)]
+    pub operating_status: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Body of `POST /v2/lbaas/listeners`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ListenerCreate {
+    /// Load balancer.
+    pub loadbalancer_id: String,
+    /// Protocol.
+    pub protocol: String,
+    /// Port.
+    pub protocol_port: u16,
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Default pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_pool_id: Option<String>,
+    /// Allowed source CIDRs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_cidrs: Option<Vec<String>>,
+}
+
+/// A pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Pool {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Protocol.
+    #[serde(default)]
+    pub protocol: String,
+    /// `ROUND_ROBIN`, `LEAST_CONNECTIONS`, `SOURCE_IP`, `SOURCE_IP_PORT`.
+    #[serde(default)]
+    pub lb_algorithm: String,
+    /// Its listeners.
+    #[serde(default)]
+    pub listeners: Vec<IdRef>,
+    /// Its load balancers.
+    #[serde(default)]
+    pub loadbalancers: Vec<IdRef>,
+    /// Its members.
+    #[serde(default)]
+    pub members: Vec<IdRef>,
+    /// Health monitor.
+    #[serde(default)]
+    pub healthmonitor_id: Option<String>,
+    /// Provisioning status.
+    #[serde(default)]
+    pub provisioning_status: String,
+    /// Operating status.
+    #[serde(default)]
+    pub operating_status: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Body of `POST /v2/lbaas/pools`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PoolCreate {
+    /// Protocol.
+    pub protocol: String,
+    /// Algorithm.
+    pub lb_algorithm: String,
+    /// Listener whose default pool this becomes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener_id: Option<String>,
+    /// Load balancer (when no listener).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loadbalancer_id: Option<String>,
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A pool member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Member {
+    /// UUID.
+    pub id: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Backend address.
+    pub address: String,
+    /// Backend port.
+    pub protocol_port: u16,
+    /// Subnet of the address.
+    #[serde(default)]
+    pub subnet_id: Option<String>,
+    /// Weight.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Administrative state.
+    #[serde(default)]
+    pub admin_state_up: bool,
+    /// Provisioning status.
+    #[serde(default)]
+    pub provisioning_status: String,
+    /// Operating status.
+    #[serde(default)]
+    pub operating_status: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Body of `POST /v2/lbaas/pools/{id}/members`, and one entry of a batch
+/// update (`PUT /v2/lbaas/pools/{id}/members`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MemberCreate {
+    /// Backend address.
+    pub address: String,
+    /// Backend port.
+    pub protocol_port: u16,
+    /// Subnet of the address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Weight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// A health monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HealthMonitor {
+    /// UUID.
+    pub id: String,
+    /// `TCP`, `HTTP`, `PING`...
+    #[serde(rename = "type", default)]
+    pub monitor_type: String,
+    /// Seconds between probes.
+    #[serde(default)]
+    pub delay: u32,
+    /// Probe timeout, seconds.
+    #[serde(default)]
+    pub timeout: u32,
+    /// Failures before a member is down.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Its pools.
+    #[serde(default)]
+    pub pools: Vec<IdRef>,
+    /// Provisioning status.
+    #[serde(default)]
+    pub provisioning_status: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Body of `POST /v2/lbaas/healthmonitors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HealthMonitorCreate {
+    /// Pool.
+    pub pool_id: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub monitor_type: String,
+    /// Seconds between probes.
+    pub delay: u32,
+    /// Probe timeout.
+    pub timeout: u32,
+    /// Failures before down.
+    pub max_retries: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_octavia_objects() {
+        // shape of Octavia 11's answer to a load balancer create
+        let lb: LoadBalancer = serde_json::from_value(json!({"id": "lb1", "name": "svc", "description": "",
+            "provisioning_status": "PENDING_CREATE", "operating_status": "OFFLINE", "admin_state_up": true,
+            "project_id": "p1", "tenant_id": "p1", "created_at": "2026-11-22T11:00:00", "updated_at": null,
+            "vip_address": "10.0.0.9", "vip_port_id": "vp", "vip_subnet_id": "s1", "vip_network_id": "n1",
+            "vip_qos_policy_id": null, "listeners": [], "pools": [], "provider": "amphora", "flavor_id": null,
+            "availability_zone": null, "tags": ["kuryr"], "additional_vips": []}))
+        .unwrap();
+        assert_eq!(lb.provisioning_status, "PENDING_CREATE");
+        assert_eq!(lb.vip_port_id, "vp");
+        assert!(lb.extra.contains_key("flavor_id"));
+        let m: Member = serde_json::from_value(
+            json!({"id": "m1", "address": "10.0.0.20", "protocol_port": 8080,
+            "subnet_id": "s1", "weight": 1, "admin_state_up": true, "provisioning_status": "ACTIVE",
+            "operating_status": "NO_MONITOR", "backup": false, "monitor_address": null}),
+        )
+        .unwrap();
+        assert_eq!(m.protocol_port, 8080);
+        let hm = HealthMonitorCreate {
+            pool_id: "p".into(),
+            monitor_type: "TCP".into(),
+            delay: 5,
+            timeout: 3,
+            max_retries: 3,
+        };
+        assert_eq!(serde_json::to_value(&hm).unwrap()["type"], "TCP");
+        let c = MemberCreate {
+            address: "10.0.0.21".into(),
+            protocol_port: 80,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&c).unwrap(),
+            json!({"address": "10.0.0.21", "protocol_port": 80})
+        );
+    }
+}
