@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Named {
     /// Id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Owning domain, if Keystone sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,7 +20,7 @@ pub struct Named {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Endpoint id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub id: String,
     /// `public`, `internal` or `admin`.
     pub interface: String,
@@ -41,10 +41,10 @@ pub struct CatalogService {
     #[serde(rename = "type")]
     pub service_type: String,
     /// Service name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Its endpoints.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub endpoints: Vec<Endpoint>,
 }
 
@@ -54,7 +54,7 @@ pub struct Token {
     /// Expiry, RFC 3339 (`2026-11-22T12:00:00.000000Z`).
     pub expires_at: String,
     /// Issue time, RFC 3339.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub issued_at: String,
     /// The authenticated user.
     pub user: Named,
@@ -62,10 +62,10 @@ pub struct Token {
     #[serde(default)]
     pub project: Option<Named>,
     /// Roles on that project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub roles: Vec<Named>,
     /// Service catalogue (absent for unscoped tokens).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub catalog: Vec<CatalogService>,
 }
 

@@ -17,3 +17,14 @@ pub struct IdRef {
     /// The referenced object's id.
     pub id: String,
 }
+
+/// Deserializes `null` as the type's default: Neutron and Octavia send
+/// `null` for some strings and lists that are normally present.
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}

@@ -15,25 +15,25 @@ pub struct Network {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// `ACTIVE`, `DOWN`, `BUILD`, `ERROR`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub status: String,
     /// Administrative state.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub admin_state_up: bool,
     /// Shared with all projects.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub shared: bool,
     /// MTU (extension `net-mtu`).
     #[serde(default)]
     pub mtu: Option<u32>,
     /// Ids of its subnets.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub subnets: Vec<String>,
     /// Port security default of its ports.
     #[serde(default)]
@@ -48,7 +48,7 @@ pub struct Network {
     #[serde(rename = "provider:segmentation_id", default)]
     pub segmentation_id: Option<u32>,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Everything else Neutron sent.
     #[serde(flatten)]
@@ -120,12 +120,12 @@ pub struct Subnet {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Network it belongs to.
     pub network_id: String,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// 4 or 6.
     pub ip_version: u8,
@@ -135,16 +135,16 @@ pub struct Subnet {
     #[serde(default)]
     pub gateway_ip: Option<String>,
     /// DHCP enabled.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub enable_dhcp: bool,
     /// Allocation pools.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub allocation_pools: Vec<AllocationPool>,
     /// Host routes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub host_routes: Vec<HostRoute>,
     /// DNS servers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub dns_nameservers: Vec<String>,
     /// IPv6 router advertisement mode (`slaac`, `dhcpv6-stateful`, `dhcpv6-stateless`).
     #[serde(default)]
@@ -156,7 +156,7 @@ pub struct Subnet {
     #[serde(default)]
     pub subnetpool_id: Option<String>,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Everything else Neutron sent.
     #[serde(flatten)]
@@ -214,22 +214,22 @@ pub struct SubnetPool {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Prefixes subnets are carved from.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub prefixes: Vec<String>,
     /// Default prefix length.
     #[serde(default, deserialize_with = "de_opt_u8")]
     pub default_prefixlen: Option<u8>,
     /// 4 or 6.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub ip_version: u8,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Everything else.
     #[serde(flatten)]
@@ -272,19 +272,19 @@ pub struct Router {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub status: String,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// External gateway, as Neutron sent it.
     #[serde(default)]
     pub external_gateway_info: Option<Value>,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Everything else.
     #[serde(flatten)]
@@ -343,7 +343,7 @@ pub struct TrunkDetails {
     /// Trunk id.
     pub trunk_id: String,
     /// Its subports (with `mac_address`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub sub_ports: Vec<Value>,
 }
 
@@ -353,42 +353,46 @@ pub struct Port {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Network.
     pub network_id: String,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// MAC address.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub mac_address: String,
     /// Administrative state.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub admin_state_up: bool,
     /// `ACTIVE`, `DOWN`, `BUILD`, `ERROR`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub status: String,
     /// Owner id (VM uuid, pod uid...), `""` when free.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub device_id: String,
     /// Owner kind (`compute:kuryr`, `trunk:subport`, `network:router_interface`...).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub device_owner: String,
     /// Addresses.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub fixed_ips: Vec<FixedIp>,
     /// Allowed address pairs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub allowed_address_pairs: Vec<AddressPair>,
     /// Security group ids.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub security_groups: Vec<String>,
     /// Port security (anti-spoofing and security groups).
     #[serde(default)]
     pub port_security_enabled: Option<bool>,
     /// `binding:host_id`: the host the port is bound to.
-    #[serde(rename = "binding:host_id", default)]
+    #[serde(
+        rename = "binding:host_id",
+        default,
+        deserialize_with = "crate::null_default"
+    )]
     pub binding_host_id: String,
     /// `binding:profile`.
     #[serde(rename = "binding:profile", default)]
@@ -406,10 +410,10 @@ pub struct Port {
     #[serde(default)]
     pub trunk_details: Option<TrunkDetails>,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Revision, bumped on every change.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub revision_number: u64,
     /// Everything else Neutron sent.
     #[serde(flatten)]
@@ -514,22 +518,22 @@ pub struct SecurityGroup {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub description: String,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// Stateful (conntrack) or not.
     #[serde(default)]
     pub stateful: Option<bool>,
     /// Its rules.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub security_group_rules: Vec<SecurityGroupRule>,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Everything else.
     #[serde(flatten)]
@@ -562,7 +566,7 @@ pub struct SecurityGroupRule {
     /// `ingress` or `egress`.
     pub direction: String,
     /// `IPv4` or `IPv6`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub ethertype: String,
     /// Protocol name or number; `None` = any.
     #[serde(default)]
@@ -580,10 +584,10 @@ pub struct SecurityGroupRule {
     #[serde(default)]
     pub remote_group_id: Option<String>,
     /// Description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub description: String,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// Everything else.
     #[serde(flatten)]
@@ -648,24 +652,24 @@ pub struct Trunk {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Parent port.
     pub port_id: String,
     /// `ACTIVE`, `DOWN`, `BUILD`, `DEGRADED`, `ERROR`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub status: String,
     /// Administrative state.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub admin_state_up: bool,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// Subports.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub sub_ports: Vec<SubPort>,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Everything else.
     #[serde(flatten)]
@@ -701,10 +705,10 @@ pub struct Extension {
     /// Alias, e.g. `trunk`, `binding`, `standard-attr-tag`.
     pub alias: String,
     /// Human name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub description: String,
     /// Everything else.
     #[serde(flatten)]
@@ -715,13 +719,13 @@ pub struct Extension {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct NeutronError {
     /// Exception type, e.g. `PortNotFound`, `IpAddressGenerationFailure`, `OverQuota`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "crate::null_default")]
     pub error_type: String,
     /// Message for humans.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub message: String,
     /// Detail (often empty).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub detail: String,
 }
 

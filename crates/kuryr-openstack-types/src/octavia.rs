@@ -15,46 +15,46 @@ pub struct LoadBalancer {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Description.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub description: String,
     /// Owning project.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
     /// VIP address.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub vip_address: String,
     /// Neutron port holding the VIP.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub vip_port_id: String,
     /// VIP subnet.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub vip_subnet_id: String,
     /// VIP network.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub vip_network_id: String,
     /// Provider (amphora, ovn...).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub provider: String,
     /// `ACTIVE`, `PENDING_CREATE`, `PENDING_UPDATE`, `PENDING_DELETE`, `DELETED`, `ERROR`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub provisioning_status: String,
     /// `ONLINE`, `OFFLINE`, `DEGRADED`, `ERROR`, `NO_MONITOR`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub operating_status: String,
     /// Administrative state.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub admin_state_up: bool,
     /// Its listeners.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub listeners: Vec<IdRef>,
     /// Its pools.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub pools: Vec<IdRef>,
     /// Tags.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub tags: Vec<String>,
     /// Everything else.
     #[serde(flatten)]
@@ -99,25 +99,25 @@ pub struct Listener {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// `TCP`, `UDP`, `HTTP`, `HTTPS`, `SCTP`...
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub protocol: String,
     /// Port it listens on.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub protocol_port: u16,
     /// Default pool.
     #[serde(default)]
     pub default_pool_id: Option<String>,
     /// Its load balancers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub loadbalancers: Vec<IdRef>,
     /// Provisioning status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub provisioning_status: String,
     /// Operating status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub operating_status: String,
     /// Everything else.
     #[serde(flatten)]
@@ -150,31 +150,31 @@ pub struct Pool {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Protocol.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub protocol: String,
     /// `ROUND_ROBIN`, `LEAST_CONNECTIONS`, `SOURCE_IP`, `SOURCE_IP_PORT`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub lb_algorithm: String,
     /// Its listeners.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub listeners: Vec<IdRef>,
     /// Its load balancers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub loadbalancers: Vec<IdRef>,
     /// Its members.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub members: Vec<IdRef>,
     /// Health monitor.
     #[serde(default)]
     pub healthmonitor_id: Option<String>,
     /// Provisioning status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub provisioning_status: String,
     /// Operating status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub operating_status: String,
     /// Everything else.
     #[serde(flatten)]
@@ -205,7 +205,7 @@ pub struct Member {
     /// UUID.
     pub id: String,
     /// Name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub name: String,
     /// Backend address.
     pub address: String,
@@ -218,13 +218,13 @@ pub struct Member {
     #[serde(default)]
     pub weight: Option<u32>,
     /// Administrative state.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub admin_state_up: bool,
     /// Provisioning status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub provisioning_status: String,
     /// Operating status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub operating_status: String,
     /// Everything else.
     #[serde(flatten)]
@@ -256,22 +256,22 @@ pub struct HealthMonitor {
     /// UUID.
     pub id: String,
     /// `TCP`, `HTTP`, `PING`...
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "crate::null_default")]
     pub monitor_type: String,
     /// Seconds between probes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub delay: u32,
     /// Probe timeout, seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub timeout: u32,
     /// Failures before a member is down.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub max_retries: u32,
     /// Its pools.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub pools: Vec<IdRef>,
     /// Provisioning status.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::null_default")]
     pub provisioning_status: String,
     /// Everything else.
     #[serde(flatten)]

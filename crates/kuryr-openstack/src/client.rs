@@ -107,9 +107,7 @@ impl Client {
 
     /// A client with the given options.
     pub fn with_options(config: CloudConfig, options: ClientOptions) -> Result<Self> {
-        // reqwest is built without a default TLS provider: use ring's (fast
-        // to build, no C toolchain needed). Fails harmlessly if set already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let mut b = reqwest::Client::builder()
             .timeout(options.request_timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -158,6 +156,12 @@ impl Client {
     /// authenticating first if needed.
     pub async fn token_info(&self) -> Result<Arc<Token>> {
         Ok(self.current_token().await?.1)
+    }
+
+    /// The current token itself (for a caller that must hand it on, e.g.
+    /// to revoke it); refreshed first if needed. Never log it.
+    pub async fn auth_token(&self) -> Result<Secret> {
+        Ok(self.current_token().await?.0)
     }
 
     /// The project id the client works in.
@@ -398,6 +402,14 @@ impl Client {
             detail: e.to_string(),
         })
     }
+}
+
+/// Makes ring the process's TLS crypto provider unless one is set already.
+/// reqwest is built here without a default provider (ring builds fast and
+/// needs no C toolchain); [`Client`] calls this itself, other code that builds
+/// its own `reqwest::Client` in the same process calls it first.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn transport(method: &str, url: &str, source: reqwest::Error) -> Error {

@@ -316,9 +316,56 @@ impl Neutron {
         self.delete("ports", id).await
     }
 
-    /// The port tagged with all of `tags`, or a new one made from `body` with
-    /// those tags set in the same call (so no untagged port can be left by a
-    /// crash). Idempotent: call it again after any failure.
+    /// Creates a port that carries `tags`: sent in the create call (newer
+    /// Neutron sets them there), and set right after where the server
+    /// ignored them (Neutron Zed does). Not idempotent by itself: see
+    /// [`Neutron::ensure_port`].
+    pub async fn create_port_tagged(&self, body: &PortCreate, tags: &[String]) -> Result<Port> {
+        let mut b = body.clone();
+        b.tags = Some(merge_tags(b.tags.take(), tags));
+        let mut p = self.create_port(&b).await?;
+        self.fix_tags(&mut p, b.tags.as_deref().unwrap_or_default())
+            .await?;
+        Ok(p)
+    }
+
+    /// Bulk form of [`Neutron::create_port_tagged`]: one create call for all
+    /// ports, then one tag call per port only where the server ignored them.
+    pub async fn create_ports_tagged(
+        &self,
+        bodies: &[PortCreate],
+        tags: &[String],
+    ) -> Result<Vec<Port>> {
+        let bodies: Vec<PortCreate> = bodies
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                b.tags = Some(merge_tags(b.tags.take(), tags));
+                b
+            })
+            .collect();
+        let mut ports = self.create_ports(&bodies).await?;
+        for (p, b) in ports.iter_mut().zip(&bodies) {
+            self.fix_tags(p, b.tags.as_deref().unwrap_or_default())
+                .await?;
+        }
+        Ok(ports)
+    }
+
+    async fn fix_tags(&self, p: &mut Port, want: &[String]) -> Result<()> {
+        if want.iter().all(|t| p.tags.contains(t)) {
+            return Ok(());
+        }
+        let all = merge_tags(Some(std::mem::take(&mut p.tags)), want);
+        p.tags = self.replace_tags(TaggedResource::Port, &p.id, &all).await?;
+        Ok(())
+    }
+
+    /// The port tagged with all of `tags`, or a new one made from `body` and
+    /// tagged. Idempotent: after any failure (even a crash between the
+    /// create and the tagging) calling it again returns the same port — a
+    /// port left untagged is found again by `body.name` on its network, so
+    /// give ports made this way a unique name.
     pub async fn ensure_port(&self, tags: &[String], body: &PortCreate) -> Result<Port> {
         if let Some(p) = self
             .list_ports(&Query::new().tags(tags))
@@ -328,13 +375,17 @@ impl Neutron {
         {
             return Ok(p);
         }
-        let mut b = body.clone();
-        let mut all = b.tags.take().unwrap_or_default();
-        all.extend(tags.iter().cloned());
-        all.sort();
-        all.dedup();
-        b.tags = Some(all);
-        self.create_port(&b).await
+        if let Some(name) = &body.name {
+            let q = Query::new()
+                .filter("name", name)
+                .filter("network_id", &body.network_id);
+            if let Some(mut p) = self.list_ports(&q).await?.into_iter().next() {
+                self.fix_tags(&mut p, &merge_tags(body.tags.clone(), tags))
+                    .await?;
+                return Ok(p);
+            }
+        }
+        self.create_port_tagged(body, tags).await
     }
 
     // ---------------------------------------------------------------- tags
@@ -521,6 +572,15 @@ impl Neutron {
             .await?;
         take(&mut v, "quota", "quota")
     }
+}
+
+/// `have` plus `more`, sorted, without duplicates.
+fn merge_tags(have: Option<Vec<String>>, more: &[String]) -> Vec<String> {
+    let mut all = have.unwrap_or_default();
+    all.extend(more.iter().cloned());
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// Takes `v[key]` and decodes it, or names what was missing.
