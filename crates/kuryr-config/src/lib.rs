@@ -1,0 +1,456 @@
+//! `kuryr.conf`: the INI file of kuryr-kubernetes, with its section and
+//! option names, for what kuryr-rs supports. Unknown or unsupported options
+//! are reported as warnings (never silently ignored); malformed values are
+//! errors naming the section, option and line. Environment variables
+//! `KURYR_<SECTION>__<OPTION>` (upper case) override the file.
+
+mod ini;
+
+pub use ini::{Ini, IniError};
+use std::collections::BTreeMap;
+
+/// A problem with a value: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kuryr.conf [{section}] {option}{}: {reason}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+pub struct ConfigError {
+    /// Section.
+    pub section: String,
+    /// Option.
+    pub option: String,
+    /// Line in the file, if it came from the file.
+    pub line: Option<usize>,
+    /// What is wrong and what is expected.
+    pub reason: String,
+}
+
+/// `[kubernetes]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// `pod_vif_driver`: `neutron-vif`, `nested-vlan` or `nested-macvlan`.
+    pub pod_vif_driver: String,
+    /// `vif_pool_driver`: `noop`, `neutron` or `nested`.
+    pub vif_pool_driver: String,
+    /// `pod_subnets_driver`: `default`.
+    pub pod_subnets_driver: String,
+    /// `pod_security_groups_driver`: `default`.
+    pub pod_security_groups_driver: String,
+    /// `enabled_handlers`.
+    pub enabled_handlers: Vec<String>,
+    /// `api_root`: apiserver URL (empty: in-cluster or kubeconfig).
+    pub api_root: Option<String>,
+    /// `token_file`.
+    pub token_file: Option<String>,
+    /// `ssl_ca_crt_file`.
+    pub ssl_ca_crt_file: Option<String>,
+}
+
+/// `[neutron_defaults]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NeutronDefaults {
+    /// `project`: project id the ports are made in.
+    pub project: Option<String>,
+    /// `pod_subnet`: subnet id of pods.
+    pub pod_subnet: Option<String>,
+    /// `pod_security_groups`: security group ids of pods.
+    pub pod_security_groups: Vec<String>,
+    /// `ovs_bridge`: integration bridge.
+    pub ovs_bridge: String,
+    /// `network_device_mtu`.
+    pub network_device_mtu: Option<u32>,
+    /// `resource_tags`: tags put on every Neutron resource.
+    pub resource_tags: Vec<String>,
+}
+
+/// `[pod_vif_nested]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodVifNested {
+    /// `worker_nodes_subnets`: subnets of the node VMs' trunk ports.
+    pub worker_nodes_subnets: Vec<String>,
+}
+
+/// `[vif_pool]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VifPool {
+    /// `ports_pool_min`.
+    pub ports_pool_min: u32,
+    /// `ports_pool_max` (0: no limit).
+    pub ports_pool_max: u32,
+    /// `ports_pool_batch`.
+    pub ports_pool_batch: u32,
+    /// `ports_pool_update_frequency`, seconds.
+    pub ports_pool_update_frequency: u32,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KuryrConfig {
+    /// `[kubernetes]`.
+    pub kubernetes: Kubernetes,
+    /// `[neutron_defaults]`.
+    pub neutron_defaults: NeutronDefaults,
+    /// `[pod_vif_nested]`.
+    pub pod_vif_nested: PodVifNested,
+    /// `[vif_pool]`.
+    pub vif_pool: VifPool,
+    /// `[neutron]`: keystoneauth options (auth_url, username, password,
+    /// project_name, ... application_credential_id ...), passed to the
+    /// OpenStack client as they are.
+    pub neutron: BTreeMap<String, String>,
+}
+
+const DRIVERS_VIF: &[&str] = &["neutron-vif", "nested-vlan", "nested-macvlan"];
+const DRIVERS_POOL: &[&str] = &["noop", "neutron", "nested"];
+const HANDLERS: &[&str] = &[
+    "vif",
+    "kuryrport",
+    "namespace",
+    "kuryrnetwork",
+    "lb",
+    "lbaasspec",
+    "service",
+    "endpoints",
+    "policy",
+    "kuryrnetworkpolicy",
+    "pod_label",
+    "kuryrloadbalancer",
+];
+
+/// Options kuryr-rs reads, by section (`[neutron]` takes any keystoneauth option).
+const KNOWN: &[(&str, &[&str])] = &[
+    (
+        "kubernetes",
+        &[
+            "pod_vif_driver",
+            "vif_pool_driver",
+            "pod_subnets_driver",
+            "pod_security_groups_driver",
+            "enabled_handlers",
+            "api_root",
+            "token_file",
+            "ssl_ca_crt_file",
+        ],
+    ),
+    (
+        "neutron_defaults",
+        &[
+            "project",
+            "pod_subnet",
+            "pod_security_groups",
+            "ovs_bridge",
+            "network_device_mtu",
+            "resource_tags",
+        ],
+    ),
+    ("pod_vif_nested", &["worker_nodes_subnets"]),
+    (
+        "vif_pool",
+        &[
+            "ports_pool_min",
+            "ports_pool_max",
+            "ports_pool_batch",
+            "ports_pool_update_frequency",
+        ],
+    ),
+];
+
+impl KuryrConfig {
+    /// Parses `text`; `env` looks up override variables (pass
+    /// `|k| std::env::var(k).ok()`). Returns the config and the warnings.
+    pub fn parse(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let ini = Ini::parse(text).map_err(|e| ConfigError {
+            section: e.section.clone(),
+            option: String::new(),
+            line: Some(e.line),
+            reason: e.reason.clone(),
+        })?;
+        let mut warnings = Vec::new();
+        for (section, opts) in ini.sections() {
+            for (opt, (_, line)) in opts {
+                let known = section == "neutron"
+                    || KNOWN
+                        .iter()
+                        .any(|(s, o)| *s == section && o.contains(&opt.as_str()));
+                if !known {
+                    warnings.push(format!("kuryr.conf line {line}: [{section}] {opt} is unknown or not supported by kuryr-rs; ignored"));
+                }
+            }
+        }
+        let get = |section: &str, opt: &str| -> Option<(String, Option<usize>)> {
+            let var = format!("KURYR_{}__{}", section.to_uppercase(), opt.to_uppercase());
+            if let Some(v) = env(&var) {
+                return Some((v, None));
+            }
+            ini.get(section, opt).map(|(v, l)| (v.to_owned(), Some(l)))
+        };
+        let err = |section: &str, option: &str, line: Option<usize>, reason: String| ConfigError {
+            section: section.into(),
+            option: option.into(),
+            line,
+            reason,
+        };
+        let string = |s: &str, o: &str| get(s, o).map(|(v, _)| v).filter(|v| !v.is_empty());
+        let list = |s: &str, o: &str| -> Vec<String> {
+            get(s, o)
+                .map(|(v, _)| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let num = |s: &str, o: &str, default: u32| -> Result<u32, ConfigError> {
+            match get(s, o) {
+                None => Ok(default),
+                Some((v, line)) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| err(s, o, line, format!("`{v}` is not a non-negative integer"))),
+            }
+        };
+        let choice =
+            |s: &str, o: &str, default: &str, allowed: &[&str]| -> Result<String, ConfigError> {
+                match get(s, o) {
+                    None => Ok(default.into()),
+                    Some((v, line)) => {
+                        let v = v.trim().to_owned();
+                        if allowed.contains(&v.as_str()) {
+                            Ok(v)
+                        } else {
+                            Err(err(
+                                s,
+                                o,
+                                line,
+                                format!(
+                                    "`{v}` is not supported; choose one of {}",
+                                    allowed.join(", ")
+                                ),
+                            ))
+                        }
+                    }
+                }
+            };
+        let handlers = match get("kubernetes", "enabled_handlers") {
+            None => vec!["vif".to_string(), "kuryrport".to_string()],
+            Some((v, line)) => {
+                let hs: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = hs.iter().find(|h| !HANDLERS.contains(&h.as_str())) {
+                    return Err(err(
+                        "kubernetes",
+                        "enabled_handlers",
+                        line,
+                        format!("unknown handler `{bad}`"),
+                    ));
+                }
+                hs
+            }
+        };
+        let mtu = match get("neutron_defaults", "network_device_mtu") {
+            None => None,
+            Some((v, line)) => match v.trim().parse::<u32>() {
+                Ok(0) => None,
+                Ok(m) if (68..=65535).contains(&m) => Some(m),
+                _ => {
+                    return Err(err(
+                        "neutron_defaults",
+                        "network_device_mtu",
+                        line,
+                        format!("`{v}` is not an MTU (68-65535, 0 = the network's)"),
+                    ));
+                }
+            },
+        };
+        let cfg = Self {
+            kubernetes: Kubernetes {
+                pod_vif_driver: choice("kubernetes", "pod_vif_driver", "neutron-vif", DRIVERS_VIF)?,
+                vif_pool_driver: choice("kubernetes", "vif_pool_driver", "noop", DRIVERS_POOL)?,
+                pod_subnets_driver: choice(
+                    "kubernetes",
+                    "pod_subnets_driver",
+                    "default",
+                    &["default"],
+                )?,
+                pod_security_groups_driver: choice(
+                    "kubernetes",
+                    "pod_security_groups_driver",
+                    "default",
+                    &["default"],
+                )?,
+                enabled_handlers: handlers,
+                api_root: string("kubernetes", "api_root"),
+                token_file: string("kubernetes", "token_file"),
+                ssl_ca_crt_file: string("kubernetes", "ssl_ca_crt_file"),
+            },
+            neutron_defaults: NeutronDefaults {
+                project: string("neutron_defaults", "project"),
+                pod_subnet: string("neutron_defaults", "pod_subnet"),
+                pod_security_groups: list("neutron_defaults", "pod_security_groups"),
+                ovs_bridge: string("neutron_defaults", "ovs_bridge")
+                    .unwrap_or_else(|| "br-int".into()),
+                network_device_mtu: mtu,
+                resource_tags: list("neutron_defaults", "resource_tags"),
+            },
+            pod_vif_nested: PodVifNested {
+                worker_nodes_subnets: list("pod_vif_nested", "worker_nodes_subnets"),
+            },
+            vif_pool: VifPool {
+                ports_pool_min: num("vif_pool", "ports_pool_min", 5)?,
+                ports_pool_max: num("vif_pool", "ports_pool_max", 0)?,
+                ports_pool_batch: num("vif_pool", "ports_pool_batch", 10)?.max(1),
+                ports_pool_update_frequency: num("vif_pool", "ports_pool_update_frequency", 20)?,
+            },
+            neutron: ini
+                .section("neutron")
+                .map(|m| m.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        };
+        if cfg.kubernetes.pod_vif_driver.starts_with("nested")
+            && cfg.pod_vif_nested.worker_nodes_subnets.is_empty()
+        {
+            return Err(err(
+                "pod_vif_nested",
+                "worker_nodes_subnets",
+                None,
+                format!(
+                    "required by pod_vif_driver = {}",
+                    cfg.kubernetes.pod_vif_driver
+                ),
+            ));
+        }
+        if cfg.vif_pool.ports_pool_max != 0
+            && cfg.vif_pool.ports_pool_max < cfg.vif_pool.ports_pool_min
+        {
+            return Err(err(
+                "vif_pool",
+                "ports_pool_max",
+                None,
+                format!(
+                    "{} is below ports_pool_min {}",
+                    cfg.vif_pool.ports_pool_max, cfg.vif_pool.ports_pool_min
+                ),
+            ));
+        }
+        Ok((cfg, warnings))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = r#"
+[DEFAULT]
+debug = true
+
+[kubernetes]
+api_root = https://127.0.0.1:6443
+pod_vif_driver = nested-vlan
+vif_pool_driver = nested
+enabled_handlers = vif,kuryrport, namespace
+controller_ha = false
+
+[neutron_defaults]
+project = 1a2b
+pod_subnet = sub-1
+pod_security_groups = sg-1, sg-2
+ovs_bridge = br-int
+network_device_mtu = 1442
+resource_tags = kuryr-rs,
+  cluster-a
+
+[pod_vif_nested]
+worker_nodes_subnets = wsub-1
+
+[vif_pool]
+ports_pool_min = 10
+ports_pool_batch = 20
+
+[neutron]
+auth_url = http://127.0.0.1:5000/v3
+auth_type = password
+username = kuryr
+password = s3cret
+"#;
+
+    #[test]
+    fn reads_kuryr_kubernetes_options() {
+        let (c, warnings) = KuryrConfig::parse(CONF, |_| None).unwrap();
+        assert_eq!(c.kubernetes.pod_vif_driver, "nested-vlan");
+        assert_eq!(
+            c.kubernetes.enabled_handlers,
+            vec!["vif", "kuryrport", "namespace"]
+        );
+        assert_eq!(c.neutron_defaults.pod_security_groups, vec!["sg-1", "sg-2"]);
+        assert_eq!(
+            c.neutron_defaults.resource_tags,
+            vec!["kuryr-rs", "cluster-a"],
+            "continuation line"
+        );
+        assert_eq!(c.neutron_defaults.network_device_mtu, Some(1442));
+        assert_eq!(c.vif_pool.ports_pool_min, 10);
+        assert_eq!(c.vif_pool.ports_pool_max, 0);
+        assert_eq!(c.vif_pool.ports_pool_update_frequency, 20);
+        assert_eq!(c.neutron["password"], "s3cret");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("[kubernetes] controller_ha"))
+        );
+        assert!(warnings.iter().any(|w| w.contains("[DEFAULT] debug")));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let (c, _) = KuryrConfig::parse(CONF, |k| {
+            (k == "KURYR_VIF_POOL__PORTS_POOL_MIN").then(|| "3".into())
+        })
+        .unwrap();
+        assert_eq!(c.vif_pool.ports_pool_min, 3);
+    }
+
+    #[test]
+    fn bad_values_name_section_option_and_line() {
+        let e = KuryrConfig::parse("[vif_pool]\nports_pool_min = many\n", |_| None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kuryr.conf [vif_pool] ports_pool_min (line 2): `many` is not a non-negative integer"
+        );
+        let e = KuryrConfig::parse("[kubernetes]\npod_vif_driver = sriov\n", |_| None).unwrap_err();
+        assert!(
+            e.reason
+                .contains("neutron-vif, nested-vlan, nested-macvlan"),
+            "{e}"
+        );
+        let e = KuryrConfig::parse("[kubernetes]\npod_vif_driver = nested-macvlan\n", |_| None)
+            .unwrap_err();
+        assert!(e.to_string().contains("worker_nodes_subnets"), "{e}");
+        let e = KuryrConfig::parse(
+            "[vif_pool]\nports_pool_min = 10\nports_pool_max = 5\n",
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("below ports_pool_min"), "{e}");
+        let e = KuryrConfig::parse("no section = here\n", |_| None).unwrap_err();
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let (c, w) = KuryrConfig::parse("", |_| None).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.kubernetes.pod_vif_driver, "neutron-vif");
+        assert_eq!(c.kubernetes.vif_pool_driver, "noop");
+        assert_eq!(c.neutron_defaults.ovs_bridge, "br-int");
+        assert_eq!(c.vif_pool.ports_pool_batch, 10);
+    }
+}
