@@ -1,0 +1,99 @@
+//! kuryr-controller: watches pods and gives each a Neutron port.
+
+use anyhow::Context as _;
+use clap::Parser;
+use kuryr_config::KuryrConfig;
+use kuryr_openstack::CloudConfig;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// kuryr-rs controller: every pod gets a Neutron port, recorded in its
+/// KuryrPort (openstack.org/v1) for the node daemon.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// kuryr.conf (kuryr-kubernetes option names).
+    #[arg(
+        long,
+        env = "KURYR_CONFIG_FILE",
+        default_value = "/etc/kuryr/kuryr.conf"
+    )]
+    config_file: PathBuf,
+    /// kubeconfig; default: KUBECONFIG, ~/.kube/config or in-cluster.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Id of this cluster, tagged on every Neutron resource it makes
+    /// (`kuryr-cluster:<id>`), so several clusters can share a project.
+    #[arg(long, env = "KURYR_CLUSTER_ID", default_value = "kuryr")]
+    cluster_id: String,
+    /// Handle only pods matching this label selector.
+    #[arg(long)]
+    pod_selector: Option<String>,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+/// OpenStack credentials from kuryr.conf's [neutron] (keystoneauth option
+/// names), else from OS_CLOUD / OS_* like the openstack CLI.
+fn cloud_config(
+    neutron: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<CloudConfig> {
+    if neutron.contains_key("auth_url") {
+        Ok(CloudConfig::from_vars(|var| {
+            var.strip_prefix("OS_")
+                .and_then(|k| neutron.get(&k.to_ascii_lowercase()).cloned())
+        })?)
+    } else {
+        Ok(CloudConfig::from_env()?)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let text = match std::fs::read_to_string(&args.config_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(file = %args.config_file.display(), "no kuryr.conf: defaults and environment only");
+            String::new()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", args.config_file.display())),
+    };
+    let (cfg, warnings) = KuryrConfig::parse(&text, |k| std::env::var(k).ok())?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let kube_cfg = match &args.kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let kube = kube::Client::try_from(kube_cfg)?;
+    let os = kuryr_openstack::Client::new(cloud_config(&cfg.neutron)?)?;
+    kuryr_crds::install(&kube)
+        .await
+        .context("installing the kuryr CRDs")?;
+    let ctx = Arc::new(
+        kuryr_controller::Context::new(kube, os, &cfg, args.cluster_id, args.pod_selector).await?,
+    );
+    tracing::info!(network = %ctx.network.id, subnet = %ctx.settings.subnet_id, "kuryr-controller running");
+    kuryr_controller::run(ctx, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    Ok(())
+}

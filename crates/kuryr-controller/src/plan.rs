@@ -1,0 +1,295 @@
+//! The pure part of the pod handler: from a pod and its KuryrPort (as they
+//! are now) to the one next step. No I/O here; every step is idempotent and
+//! the handler runs again after each, so a crash between two steps is
+//! picked up where it stopped.
+
+use k8s_openapi::api::core::v1::Pod;
+use kuryr_crds::{KURYRPORT_FINALIZER, KuryrPort, POD_FINALIZER};
+use kuryr_openstack::types::neutron::{FixedIp, PortCreate};
+
+/// Tag on every Neutron resource of a cluster: `kuryr-cluster:<id>`.
+pub fn cluster_tag(cluster_id: &str) -> String {
+    format!("kuryr-cluster:{cluster_id}")
+}
+
+/// Tag naming the pod a port belongs to: `kuryr-pod:<uid>`.
+pub fn pod_tag(pod_uid: &str) -> String {
+    format!("kuryr-pod:{pod_uid}")
+}
+
+/// All tags of a pod's port: the configured resource tags, the cluster's
+/// and the pod's.
+pub fn port_tags(resource_tags: &[String], cluster_id: &str, pod_uid: &str) -> Vec<String> {
+    let mut t = resource_tags.to_vec();
+    t.push(cluster_tag(cluster_id));
+    t.push(pod_tag(pod_uid));
+    t
+}
+
+/// Where and how pod ports are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSettings {
+    /// Network of `subnet_id`.
+    pub network_id: String,
+    /// `[neutron_defaults] pod_subnet`.
+    pub subnet_id: String,
+    /// `[neutron_defaults] pod_security_groups` (empty: Neutron's default group).
+    pub security_groups: Vec<String>,
+    /// `[neutron_defaults] project`.
+    pub project_id: Option<String>,
+}
+
+/// The create body of a pod's port (side-by-side: bound to the pod's node).
+/// Its name carries the pod UID, so a port left untagged by a crash is
+/// found again by name.
+pub fn port_request(pod_uid: &str, node: &str, s: &PortSettings) -> PortCreate {
+    PortCreate {
+        network_id: s.network_id.clone(),
+        name: Some(format!("kuryr-{pod_uid}")),
+        project_id: s.project_id.clone(),
+        fixed_ips: Some(vec![FixedIp {
+            subnet_id: Some(s.subnet_id.clone()),
+            ip_address: None,
+        }]),
+        device_id: Some(pod_uid.to_owned()),
+        device_owner: Some("compute:kuryr".into()),
+        security_groups: (!s.security_groups.is_empty()).then(|| s.security_groups.clone()),
+        binding_host_id: Some(node.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// What the handler does next for a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Not ours: host network, not scheduled yet, or nothing left to do.
+    Nothing,
+    /// Put the pod finalizer on the pod (before anything exists in Neutron).
+    AddPodFinalizer,
+    /// Create the KuryrPort (with its finalizer and node label).
+    CreateKuryrPort,
+    /// A KuryrPort of another pod of the same name (a StatefulSet pod made
+    /// again): release its port and delete it first.
+    ReleaseStale,
+    /// Make (or find by tag) the Neutron port and store its VIF.
+    CreatePort,
+    /// The VIF is stored but not ACTIVE yet: check Neutron again.
+    CheckActive,
+    /// The pod is going away: release its port and KuryrPort.
+    Release,
+    /// Released: take the pod finalizer off.
+    RemovePodFinalizer,
+}
+
+fn has_finalizer(finalizers: Option<&Vec<String>>, f: &str) -> bool {
+    finalizers.is_some_and(|v| v.iter().any(|x| x == f))
+}
+
+/// The pod needs a Neutron port: scheduled, not on the host network.
+pub fn wants_port(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) && !spec.host_network.unwrap_or(false)
+}
+
+/// The pod is going away or has finished: its port can be released.
+pub fn is_finished(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+        || matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// The next step for `pod`, whose KuryrPort (same namespace and name) is `kp`.
+pub fn next_step(pod: &Pod, kp: Option<&KuryrPort>) -> Step {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    let pod_final = has_finalizer(pod.metadata.finalizers.as_ref(), POD_FINALIZER);
+    let kp_is_ours = kp.is_some_and(|k| k.spec.pod_uid == uid);
+    if is_finished(pod) || !wants_port(pod) {
+        // a pod that never needed a port has neither finalizer nor KuryrPort
+        if kp.is_some() {
+            return if kp_is_ours {
+                Step::Release
+            } else {
+                Step::ReleaseStale
+            };
+        }
+        return if pod_final {
+            Step::RemovePodFinalizer
+        } else {
+            Step::Nothing
+        };
+    }
+    if !pod_final {
+        return Step::AddPodFinalizer;
+    }
+    match kp {
+        None => Step::CreateKuryrPort,
+        Some(_) if !kp_is_ours => Step::ReleaseStale,
+        Some(k) => match &k.status {
+            Some(st) if !st.vifs.is_empty() => {
+                if st.all_active() {
+                    Step::Nothing
+                } else {
+                    Step::CheckActive
+                }
+            }
+            _ => Step::CreatePort,
+        },
+    }
+}
+
+/// Whether a KuryrPort still holds its finalizer.
+pub fn kp_has_finalizer(kp: &KuryrPort) -> bool {
+    has_finalizer(kp.metadata.finalizers.as_ref(), KURYRPORT_FINALIZER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuryr_crds::{
+        DEFAULT_IFNAME, KuryrPortSpec, KuryrPortStatus, Vif, VifEntry, VifKind, VifNetwork,
+    };
+    use serde_json::json;
+
+    fn pod(uid: &str, extra: serde_json::Value) -> Pod {
+        let mut v = json!({"metadata": {"name": "web-0", "namespace": "ns", "uid": uid},
+                           "spec": {"nodeName": "node-1", "containers": []}});
+        merge(&mut v, extra);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn kp(uid: &str, active: Option<bool>) -> KuryrPort {
+        let mut k = KuryrPort::new(
+            "web-0",
+            KuryrPortSpec {
+                pod_uid: uid.into(),
+                pod_node_name: "node-1".into(),
+                pod_static: false,
+            },
+        );
+        if let Some(active) = active {
+            let vif = Vif {
+                id: "p".into(),
+                address: "fa:16:3e:00:00:01".into(),
+                network: VifNetwork {
+                    id: "n".into(),
+                    label: "l".into(),
+                    bridge: None,
+                    mtu: None,
+                    subnets: vec![],
+                },
+                plugin: "ovs".into(),
+                active,
+                preserve_on_delete: false,
+                has_traffic_filtering: true,
+                vif_name: "tapp".into(),
+                kind: VifKind::OpenVSwitch {
+                    bridge_name: "br-int".into(),
+                },
+            };
+            k.status = Some(KuryrPortStatus {
+                vifs: [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
+            });
+        }
+        k
+    }
+
+    const FIN: &str = r#"{"metadata": {"finalizers": ["kuryr.openstack.org/pod-finalizer"]}}"#;
+
+    #[test]
+    fn a_new_pod_goes_finalizer_kuryrport_port_active() {
+        let fin: serde_json::Value = serde_json::from_str(FIN).unwrap();
+        assert_eq!(
+            next_step(&pod("u1", json!({})), None),
+            Step::AddPodFinalizer
+        );
+        let p = pod("u1", fin);
+        assert_eq!(next_step(&p, None), Step::CreateKuryrPort);
+        assert_eq!(next_step(&p, Some(&kp("u1", None))), Step::CreatePort);
+        assert_eq!(
+            next_step(&p, Some(&kp("u1", Some(false)))),
+            Step::CheckActive
+        );
+        assert_eq!(next_step(&p, Some(&kp("u1", Some(true)))), Step::Nothing);
+    }
+
+    #[test]
+    fn host_network_and_unscheduled_pods_are_left_alone() {
+        assert_eq!(
+            next_step(&pod("u1", json!({"spec": {"hostNetwork": true}})), None),
+            Step::Nothing
+        );
+        assert_eq!(
+            next_step(&pod("u1", json!({"spec": {"nodeName": null}})), None),
+            Step::Nothing
+        );
+    }
+
+    #[test]
+    fn deleted_pods_release_then_drop_the_finalizer() {
+        let mut gone: serde_json::Value = serde_json::from_str(FIN).unwrap();
+        merge(
+            &mut gone,
+            json!({"metadata": {"deletionTimestamp": "2026-11-22T12:00:00Z"}}),
+        );
+        let p = pod("u1", gone);
+        assert_eq!(next_step(&p, Some(&kp("u1", Some(true)))), Step::Release);
+        assert_eq!(next_step(&p, None), Step::RemovePodFinalizer);
+        // deleted before the finalizer was ever added: nothing to do
+        let p = pod(
+            "u1",
+            json!({"metadata": {"deletionTimestamp": "2026-11-22T12:00:00Z"}}),
+        );
+        assert_eq!(next_step(&p, None), Step::Nothing);
+        // a finished pod gives its port back too
+        let mut done: serde_json::Value = serde_json::from_str(FIN).unwrap();
+        merge(&mut done, json!({"status": {"phase": "Succeeded"}}));
+        assert_eq!(
+            next_step(&pod("u1", done), Some(&kp("u1", Some(true)))),
+            Step::Release
+        );
+    }
+
+    #[test]
+    fn a_pod_made_again_under_the_same_name_is_a_new_pod() {
+        let p = pod("u2", serde_json::from_str(FIN).unwrap());
+        assert_eq!(
+            next_step(&p, Some(&kp("u1", Some(true)))),
+            Step::ReleaseStale
+        );
+    }
+
+    #[test]
+    fn ports_are_tagged_named_and_bound_by_pod_uid() {
+        let s = PortSettings {
+            network_id: "n".into(),
+            subnet_id: "s".into(),
+            security_groups: vec![],
+            project_id: Some("p".into()),
+        };
+        let r = port_request("u1", "node-1", &s);
+        assert_eq!(r.name.as_deref(), Some("kuryr-u1"));
+        assert_eq!(r.device_id.as_deref(), Some("u1"));
+        assert_eq!(r.binding_host_id.as_deref(), Some("node-1"));
+        assert_eq!(
+            r.security_groups, None,
+            "no groups configured: Neutron's default"
+        );
+        assert_eq!(
+            port_tags(&["k8s".into()], "c1", "u1"),
+            vec!["k8s", "kuryr-cluster:c1", "kuryr-pod:u1"]
+        );
+    }
+}
