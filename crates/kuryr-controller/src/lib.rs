@@ -153,29 +153,19 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
             Step::AddPodFinalizer => {
                 let mut f = pod.metadata.finalizers.clone().unwrap_or_default();
                 f.push(POD_FINALIZER.into());
-                match patch_finalizers(&pods, &pod.metadata, f).await {
-                    Ok(p) => pod = p,
+                match set_finalizers(&pods, &pod.metadata, f).await? {
+                    Some(p) => pod = p,
                     // deleted before we got to it: nothing was made for it
-                    Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
-                        return Ok(Action::await_change());
-                    }
-                    Err(e) => return Err(e),
+                    None => return Ok(Action::await_change()),
                 }
             }
             Step::RemovePodFinalizer => {
-                let f: Vec<String> = pod
-                    .metadata
-                    .finalizers
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|x| x != POD_FINALIZER)
-                    .collect();
-                match patch_finalizers(&pods, &pod.metadata, f).await {
-                    Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "pod network released"),
-                    // a cached copy of a pod that is already gone
-                    Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {}
-                    Err(e) => return Err(e),
+                // `None`: a cached copy of a pod that is already gone
+                if set_finalizers(&pods, &pod.metadata, without(&pod.metadata, POD_FINALIZER))
+                    .await?
+                    .is_some()
+                {
+                    tracing::info!(pod = %format!("{ns}/{name}"), "pod network released");
                 }
                 return Ok(Action::await_change());
             }
@@ -306,27 +296,16 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
         n.delete_port(id).await?;
     }
     let name = kp.metadata.name.clone().unwrap_or_default();
-    if plan::kp_has_finalizer(kp) {
-        let f: Vec<String> = kp
-            .metadata
-            .finalizers
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|x| x != KURYRPORT_FINALIZER)
-            .collect();
-        match kps
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(finalizer_patch(&kp.metadata, f)),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
+    if plan::kp_has_finalizer(kp)
+        && set_finalizers(
+            kps,
+            &kp.metadata,
+            without(&kp.metadata, KURYRPORT_FINALIZER),
+        )
+        .await?
+        .is_none()
+    {
+        return Ok(());
     }
     match kps.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {}
@@ -343,17 +322,37 @@ fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizers: Vec<String>) -> ser
     json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}})
 }
 
-async fn patch_finalizers(
-    pods: &Api<Pod>,
+/// The object's finalizers without `finalizer`.
+fn without(meta: &kube::api::ObjectMeta, finalizer: &str) -> Vec<String> {
+    meta.finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect()
+}
+
+/// Sets an object's finalizers (see [`finalizer_patch`]); `Ok(None)` when
+/// the object is already gone.
+async fn set_finalizers<K>(
+    api: &Api<K>,
     meta: &kube::api::ObjectMeta,
-    f: Vec<String>,
-) -> Result<Pod, Error> {
+    finalizers: Vec<String>,
+) -> Result<Option<K>, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let name = meta.name.clone().unwrap_or_default();
-    Ok(pods
+    match api
         .patch(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(finalizer_patch(meta, f)),
+            &Patch::Merge(finalizer_patch(meta, finalizers)),
         )
-        .await?)
+        .await
+    {
+        Ok(o) => Ok(Some(o)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -737,6 +737,100 @@ pub struct NeutronErrorBody {
     pub error: NeutronError,
 }
 
+/// Body of `PUT /v2.0/networks/{id}`: only the fields that are set change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NetworkUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Administrative state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    /// MTU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Port security default of new ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_security_enabled: Option<bool>,
+    /// Shared with all projects (admin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<bool>,
+}
+
+/// Body of `PUT /v2.0/subnets/{id}`. Neutron refuses to change `cidr`,
+/// `ip_version` and the IPv6 modes, so they are not here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SubnetUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `Some(None)` sends `null`: remove the gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_ip: Option<Option<String>>,
+    /// DHCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_dhcp: Option<bool>,
+    /// Allocation pools (replaces the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocation_pools: Option<Vec<AllocationPool>>,
+    /// Host routes (replaces the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_routes: Option<Vec<HostRoute>>,
+    /// DNS servers (replaces the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_nameservers: Option<Vec<String>>,
+}
+
+/// Body of `PUT /v2.0/routers/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RouterUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Administrative state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    /// `Some(None)` sends `null`: clear the external gateway;
+    /// `Some(Some({"network_id": ...}))` sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_gateway_info: Option<Option<Value>>,
+}
+
+/// Body of `PUT /v2.0/security-groups/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SecurityGroupUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Stateful (only while no port uses the group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stateful: Option<bool>,
+}
+
+/// Body of `PUT /v2.0/trunks/{id}` (subports change through
+/// `add_subports` / `remove_subports`, not here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TrunkUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Administrative state (a disabled trunk refuses subport changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+}
+
 /// A pagination link (`<collection>_links`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
@@ -855,5 +949,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.error.error_type, "IpAddressGenerationFailure");
+    }
+
+    #[test]
+    fn update_bodies_can_clear_a_gateway_and_change_only_what_is_set() {
+        let s = SubnetUpdate {
+            gateway_ip: Some(None),
+            host_routes: Some(vec![]),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            json!({"gateway_ip": null, "host_routes": []})
+        );
+        let r = RouterUpdate {
+            external_gateway_info: Some(None),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"external_gateway_info": null})
+        );
+        let n = NetworkUpdate {
+            mtu: Some(1450),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_value(&n).unwrap(), json!({"mtu": 1450}));
+        assert_eq!(
+            serde_json::to_value(TrunkUpdate::default()).unwrap(),
+            json!({})
+        );
+        assert_eq!(
+            serde_json::to_value(SecurityGroupUpdate {
+                description: Some("pods".into()),
+                ..Default::default()
+            })
+            .unwrap(),
+            json!({"description": "pods"})
+        );
     }
 }

@@ -273,6 +273,9 @@ pub struct HealthMonitor {
     /// Provisioning status.
     #[serde(default, deserialize_with = "crate::null_default")]
     pub provisioning_status: String,
+    /// Operating status.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub operating_status: String,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
@@ -292,6 +295,101 @@ pub struct HealthMonitorCreate {
     pub timeout: u32,
     /// Failures before down.
     pub max_retries: u32,
+}
+
+/// Body of `PUT /v2/lbaas/loadbalancers/{id}`: only the fields that are set change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LoadBalancerUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Administrative state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    /// Tags (replaces the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Body of `PUT /v2/lbaas/listeners/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ListenerUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Administrative state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    /// `Some(None)` sends `null`: detach the default pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_pool_id: Option<Option<String>>,
+    /// Allowed source CIDRs (replaces the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// Connection limit (`-1`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<i64>,
+    /// Tags (replaces the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Body of `PUT /v2/lbaas/pools/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PoolUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Administrative state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    /// Algorithm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_algorithm: Option<String>,
+    /// Tags (replaces the list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Body of `PUT /v2/lbaas/pools/{pool_id}/members/{id}` (address and port
+/// are fixed once created).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MemberUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Administrative state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    /// Weight (0: no new connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Backup member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<bool>,
+}
+
+/// Body of `PUT /v2/lbaas/healthmonitors/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct HealthMonitorUpdate {
+    /// Name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Administrative state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    /// Seconds between probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay: Option<u32>,
+    /// Probe timeout, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    /// Failures before a member is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
 }
 
 #[cfg(test)]
@@ -335,6 +433,62 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             json!({"address": "10.0.0.21", "protocol_port": 80})
+        );
+    }
+
+    #[test]
+    fn parses_listeners_pools_and_health_monitors() {
+        // shapes of Octavia 11's answers (noop provider), ids shortened
+        let l: Listener = serde_json::from_value(json!({"id": "l1", "name": "svc:TCP:80",
+            "description": "", "provisioning_status": "PENDING_CREATE", "operating_status": "OFFLINE",
+            "admin_state_up": true, "protocol": "TCP", "protocol_port": 80, "connection_limit": -1,
+            "default_tls_container_ref": null, "sni_container_refs": [], "project_id": "p1",
+            "default_pool_id": null, "l7policies": [], "insert_headers": {},
+            "loadbalancers": [{"id": "lb1"}], "timeout_client_data": 50000, "allowed_cidrs": null,
+            "tags": [], "alpn_protocols": null}))
+        .unwrap();
+        assert_eq!((l.protocol.as_str(), l.protocol_port), ("TCP", 80));
+        assert_eq!(l.loadbalancers[0].id, "lb1");
+        assert_eq!(l.default_pool_id, None);
+        assert_eq!(l.extra["connection_limit"], -1);
+        let p: Pool = serde_json::from_value(json!({"id": "po1", "name": "", "description": "",
+            "provisioning_status": "ACTIVE", "operating_status": "ONLINE", "admin_state_up": true,
+            "protocol": "TCP", "lb_algorithm": "ROUND_ROBIN", "session_persistence": null,
+            "healthmonitor_id": "hm1", "listeners": [{"id": "l1"}], "loadbalancers": [{"id": "lb1"}],
+            "members": [{"id": "m1"}, {"id": "m2"}], "tls_enabled": false, "tags": []}))
+        .unwrap();
+        assert_eq!(p.members.len(), 2);
+        assert_eq!(p.healthmonitor_id.as_deref(), Some("hm1"));
+        let hm: HealthMonitor = serde_json::from_value(json!({"id": "hm1", "name": "",
+            "type": "TCP", "delay": 5, "timeout": 3, "max_retries": 3, "max_retries_down": 3,
+            "http_method": null, "url_path": null, "expected_codes": null,
+            "admin_state_up": true, "pools": [{"id": "po1"}], "provisioning_status": "ACTIVE",
+            "operating_status": "ONLINE", "project_id": "p1", "tags": []}))
+        .unwrap();
+        assert_eq!(hm.monitor_type, "TCP");
+        assert_eq!(hm.operating_status, "ONLINE");
+        assert!(hm.extra.contains_key("max_retries_down"));
+    }
+
+    #[test]
+    fn update_bodies_send_only_what_changes() {
+        let l = ListenerUpdate {
+            default_pool_id: Some(None),
+            connection_limit: Some(100),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            json!({"default_pool_id": null, "connection_limit": 100})
+        );
+        let m = MemberUpdate {
+            weight: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_value(&m).unwrap(), json!({"weight": 0}));
+        assert_eq!(
+            serde_json::to_value(LoadBalancerUpdate::default()).unwrap(),
+            json!({})
         );
     }
 }

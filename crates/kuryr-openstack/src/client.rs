@@ -40,7 +40,9 @@ pub struct ClientOptions {
     pub max_in_flight: usize,
     /// Retries of transient failures.
     pub backoff: Backoff,
-    /// Re-authenticate this long before the token expires.
+    /// Re-authenticate this long before the token expires, but never
+    /// earlier than half-way through the token's life (so a short-lived
+    /// token is not replaced on every call).
     pub refresh_margin: Duration,
 }
 
@@ -58,6 +60,8 @@ impl Default for ClientOptions {
 /// The current token and what came with it.
 struct AuthState {
     token: Secret,
+    /// When Keystone issued it (`None`: it did not say).
+    issued_at: Option<i64>,
     expires_at: i64,
     body: Arc<Token>,
     /// Bumped on every authentication, so concurrent 401s re-auth once.
@@ -88,9 +92,20 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// Whether a token expiring at `expires_at` must be renewed at `now`.
-pub(crate) fn needs_refresh(expires_at: i64, now: i64, margin: Duration) -> bool {
-    now + margin.as_secs() as i64 >= expires_at
+/// Whether a token issued at `issued_at` and expiring at `expires_at`
+/// (Unix seconds) must be renewed at `now`: `margin` before it expires, the
+/// margin capped at half the token's lifetime.
+pub(crate) fn needs_refresh(
+    issued_at: Option<i64>,
+    expires_at: i64,
+    now: i64,
+    margin: Duration,
+) -> bool {
+    let mut margin = i64::try_from(margin.as_secs()).unwrap_or(i64::MAX);
+    if let Some(issued) = issued_at.filter(|i| *i < expires_at) {
+        margin = margin.min((expires_at - issued) / 2);
+    }
+    now.saturating_add(margin) >= expires_at
 }
 
 /// An HTTP answer: status and body.
@@ -184,6 +199,7 @@ impl Client {
         let mut st = self.inner.state.lock().await;
         let fresh = st.as_ref().is_some_and(|s| {
             !needs_refresh(
+                s.issued_at,
                 s.expires_at,
                 crate::time::now(),
                 self.inner.options.refresh_margin,
@@ -199,6 +215,7 @@ impl Client {
                 })?;
             *st = Some(AuthState {
                 token,
+                issued_at: crate::time::parse_utc(&body.issued_at),
                 expires_at,
                 body: Arc::new(body),
                 generation,
@@ -215,6 +232,7 @@ impl Client {
         if st.as_ref().is_some_and(|s| s.generation == generation)
             && let Some(s) = st.as_mut()
         {
+            s.issued_at = None;
             s.expires_at = 0;
         }
     }
@@ -296,12 +314,26 @@ impl Client {
         body: Option<&serde_json::Value>,
         idempotent: bool,
     ) -> Result<Answer> {
-        let _permit = self
-            .inner
-            .limit
-            .acquire()
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "openstack",
+            service = service.service_type(),
+            %method,
+            path = path_for_log(path),
+        );
+        self.call_inner(service, method, path, body, idempotent)
+            .instrument(span)
             .await
-            .expect("semaphore never closed");
+    }
+
+    async fn call_inner(
+        &self,
+        service: Service,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        idempotent: bool,
+    ) -> Result<Answer> {
         let base = self.endpoint(service).await?;
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_owned()
@@ -312,6 +344,14 @@ impl Client {
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
+            // one permit per attempt: a call waiting out a backoff does not
+            // hold a slot other callers could use
+            let permit = self
+                .inner
+                .limit
+                .acquire()
+                .await
+                .expect("semaphore never closed");
             let (token, _, generation) = self.current_token().await?;
             let mut req = self
                 .inner
@@ -327,7 +367,9 @@ impl Client {
                 Ok(resp) => {
                     let status = resp.status();
                     let rid = request_id(&resp);
-                    let bytes = match resp.bytes().await {
+                    let bytes = resp.bytes().await;
+                    drop(permit);
+                    let bytes = match bytes {
                         Ok(b) => b.to_vec(),
                         Err(e) => {
                             let err = transport(method.as_str(), &url, e);
@@ -339,7 +381,12 @@ impl Client {
                             return Err(err);
                         }
                     };
-                    tracing::debug!(%method, %url, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "OpenStack call");
+                    tracing::debug!(
+                        status = status.as_u16(),
+                        request_id = rid.as_deref().unwrap_or(""),
+                        ms = started.elapsed().as_millis() as u64,
+                        "OpenStack call"
+                    );
                     if status.is_success() {
                         return Ok(Answer {
                             status,
@@ -360,7 +407,10 @@ impl Client {
                         &bytes,
                     )))
                 }
-                Err(e) => transport(method.as_str(), &url, e),
+                Err(e) => {
+                    drop(permit);
+                    transport(method.as_str(), &url, e)
+                }
             };
             if attempt < backoff.retries && err.is_retryable(idempotent) {
                 let d = backoff.random_delay(attempt);
@@ -412,6 +462,12 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `path` as a span field: without its query string, which may hold
+/// filters with names of things but never needs to be in every log line.
+fn path_for_log(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(p, _)| p)
+}
+
 fn transport(method: &str, url: &str, source: reqwest::Error) -> Error {
     Error::Transport {
         method: method.to_owned(),
@@ -435,9 +491,34 @@ mod tests {
     #[test]
     fn refreshes_tokens_before_they_expire() {
         let m = Duration::from_secs(300);
-        assert!(!needs_refresh(10_000, 9_000, m));
-        assert!(needs_refresh(10_000, 9_700, m));
-        assert!(needs_refresh(10_000, 10_001, m));
-        assert!(needs_refresh(0, 1, Duration::ZERO));
+        // a day-long token: renewed 5 minutes before it expires
+        let issued = Some(10_000 - 86_400);
+        assert!(!needs_refresh(issued, 10_000, 9_000, m));
+        assert!(!needs_refresh(issued, 10_000, 9_699, m));
+        assert!(needs_refresh(issued, 10_000, 9_700, m));
+        assert!(needs_refresh(issued, 10_000, 10_001, m));
+        assert!(needs_refresh(None, 10_000, 9_700, m));
+        assert!(needs_refresh(Some(0), 0, 1, Duration::ZERO));
+        // a rejected token (expires_at 0) is always renewed
+        assert!(needs_refresh(None, 0, 10_000, m));
+    }
+
+    #[test]
+    fn short_lived_tokens_are_used_for_half_their_life() {
+        let m = Duration::from_secs(300);
+        // a 60 s token with a 300 s margin: not renewed on every call
+        assert!(!needs_refresh(Some(1_000), 1_060, 1_000, m));
+        assert!(!needs_refresh(Some(1_000), 1_060, 1_029, m));
+        assert!(needs_refresh(Some(1_000), 1_060, 1_030, m));
+        // without issued_at the margin applies as given
+        assert!(needs_refresh(None, 1_060, 1_000, m));
+        // nonsense issued_at (after expiry) is ignored
+        assert!(needs_refresh(Some(2_000), 1_060, 1_000, m));
+    }
+
+    #[test]
+    fn logs_paths_without_their_query() {
+        assert_eq!(path_for_log("v2.0/ports?tags=a&name=b"), "v2.0/ports");
+        assert_eq!(path_for_log("v2.0/ports/p1"), "v2.0/ports/p1");
     }
 }

@@ -124,6 +124,10 @@ pub enum Error {
         /// Region, or "any".
         region: String,
     },
+    /// A call the client will not make as asked, because it would act on
+    /// the wrong object; the message says what to change.
+    #[error("{0}")]
+    Refused(String),
     /// Configuration missing or inconsistent (clouds.yaml, `OS_*`).
     #[error("OpenStack configuration: {0}")]
     Config(String),
@@ -194,6 +198,16 @@ impl Error {
     }
 }
 
+/// The idempotent reading of a delete-like call: `Ok(true)` when it did
+/// something, `Ok(false)` when the object was already gone (404).
+pub(crate) fn gone_is_done<T>(r: Result<T>) -> Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +238,21 @@ mod tests {
         assert_eq!(k.error_type.as_deref(), Some("Unauthorized"));
         let raw = ApiError::from_body("GET", "u", 502, None, b"<html>Bad Gateway</html>");
         assert_eq!(raw.message, "<html>Bad Gateway</html>");
+    }
+
+    #[test]
+    fn a_404_means_already_done() {
+        let api = |status: u16| {
+            Error::Api(Box::new(ApiError::from_body(
+                "DELETE", "u", status, None, b"",
+            )))
+        };
+        assert!(gone_is_done(Ok(())).unwrap());
+        assert!(!gone_is_done::<()>(Err(api(404))).unwrap());
+        assert_eq!(
+            gone_is_done::<()>(Err(api(409))).unwrap_err().status(),
+            Some(409)
+        );
     }
 
     #[test]

@@ -8,7 +8,13 @@
 //! retried with jittered exponential backoff; at most
 //! [`ClientOptions::max_in_flight`] requests run at once, each with a
 //! timeout; errors keep the HTTP status, Neutron's error type and message and
-//! the request id; secrets never reach a log or a `Debug` string.
+//! the request id; secrets never reach a log or a `Debug` string; every
+//! call runs in a `tracing` span named `openstack` (service, method, path).
+//!
+//! Idempotent forms for a controller that may crash at any point: deletes
+//! answer `Ok(false)` for an object already gone; `ensure_*` calls
+//! (ports, networks, subnets, security groups and rules, subports, load
+//! balancers) find what an earlier attempt made before they create.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kuryr_openstack::Error> {
@@ -36,3 +42,4 @@ pub use neutron::{Neutron, TaggedResource};
 pub use octavia::Octavia;
 pub use query::Query;
 pub use retry::Backoff;
+pub use time::parse_utc as parse_timestamp;

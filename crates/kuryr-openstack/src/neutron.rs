@@ -3,7 +3,7 @@
 //! retry after a crash never duplicates.
 
 use crate::client::{Client, Service};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, gone_is_done};
 use crate::query::Query;
 use kuryr_openstack_types::neutron::*;
 use reqwest::Method;
@@ -61,8 +61,8 @@ fn plural(collection: &str) -> String {
     collection.replace('-', "_")
 }
 
-/// The `next` link of a page, if any.
-fn next_link(page: &Value, key: &str) -> Option<String> {
+/// The `next` link of a page, if any (Neutron and Octavia alike).
+pub(crate) fn next_link(page: &Value, key: &str) -> Option<String> {
     page[format!("{key}_links")]
         .as_array()?
         .iter()
@@ -132,21 +132,17 @@ impl Neutron {
 
     /// DELETE; `Ok(false)` when it was already gone.
     async fn delete(&self, collection: &str, id: &str) -> Result<bool> {
-        match self
-            .c
-            .call(
-                Service::Network,
-                Method::DELETE,
-                &format!("v2.0/{collection}/{id}"),
-                None,
-                true,
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        gone_is_done(
+            self.c
+                .call(
+                    Service::Network,
+                    Method::DELETE,
+                    &format!("v2.0/{collection}/{id}"),
+                    None,
+                    true,
+                )
+                .await,
+        )
     }
 
     /// Every object of `collection` matching `q`, following `next` links.
@@ -184,6 +180,26 @@ impl Neutron {
     pub async fn list_networks(&self, q: &Query) -> Result<Vec<Network>> {
         self.list("networks", q).await
     }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_network(&self, id: &str, body: &NetworkUpdate) -> Result<Network> {
+        self.update("networks", id, body).await
+    }
+    /// The network tagged with all of `tags`, or a new one made from `body`
+    /// and tagged. Idempotent: a network created but left untagged by a
+    /// crash is found again by `body.name` in its project (so give networks
+    /// made this way a unique name).
+    pub async fn ensure_network(&self, tags: &[String], body: &NetworkCreate) -> Result<Network> {
+        let by_name = match &body.name {
+            Some(n) => Some(
+                Query::new()
+                    .filter("name", n)
+                    .filter("project_id", self.project_or(&body.project_id).await?),
+            ),
+            None => None,
+        };
+        self.ensure_tagged(TaggedResource::Network, tags, by_name, body)
+            .await
+    }
     /// Deletes a network (idempotent: `Ok(false)` if it was gone).
     pub async fn delete_network(&self, id: &str) -> Result<bool> {
         self.delete("networks", id).await
@@ -203,6 +219,22 @@ impl Neutron {
     pub async fn list_subnets(&self, q: &Query) -> Result<Vec<Subnet>> {
         self.list("subnets", q).await
     }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_subnet(&self, id: &str, body: &SubnetUpdate) -> Result<Subnet> {
+        self.update("subnets", id, body).await
+    }
+    /// The subnet tagged with all of `tags`, or a new one made from `body`
+    /// and tagged. Idempotent like [`Neutron::ensure_network`]; an untagged
+    /// one is found again by `body.name` on its network.
+    pub async fn ensure_subnet(&self, tags: &[String], body: &SubnetCreate) -> Result<Subnet> {
+        let by_name = body.name.as_ref().map(|n| {
+            Query::new()
+                .filter("name", n)
+                .filter("network_id", &body.network_id)
+        });
+        self.ensure_tagged(TaggedResource::Subnet, tags, by_name, body)
+            .await
+    }
     /// Deletes a subnet (idempotent).
     pub async fn delete_subnet(&self, id: &str) -> Result<bool> {
         self.delete("subnets", id).await
@@ -211,6 +243,10 @@ impl Neutron {
     /// Creates a subnet pool.
     pub async fn create_subnet_pool(&self, body: &SubnetPoolCreate) -> Result<SubnetPool> {
         self.create("subnetpools", body).await
+    }
+    /// One subnet pool.
+    pub async fn get_subnet_pool(&self, id: &str) -> Result<SubnetPool> {
+        self.get("subnetpools", id).await
     }
     /// Subnet pools matching `q`.
     pub async fn list_subnet_pools(&self, q: &Query) -> Result<Vec<SubnetPool>> {
@@ -226,6 +262,15 @@ impl Neutron {
     /// Creates a router.
     pub async fn create_router(&self, body: &RouterCreate) -> Result<Router> {
         self.create("routers", body).await
+    }
+    /// One router.
+    pub async fn get_router(&self, id: &str) -> Result<Router> {
+        self.get("routers", id).await
+    }
+    /// Changes the fields set in `body`, e.g. sets or clears the external
+    /// gateway (idempotent).
+    pub async fn update_router(&self, id: &str, body: &RouterUpdate) -> Result<Router> {
+        self.update("routers", id, body).await
     }
     /// Routers matching `q`.
     pub async fn list_routers(&self, q: &Query) -> Result<Vec<Router>> {
@@ -257,21 +302,17 @@ impl Neutron {
         router_id: &str,
         iface: &RouterInterface,
     ) -> Result<bool> {
-        match self
-            .c
-            .json::<Value, _>(
-                Service::Network,
-                Method::PUT,
-                &format!("v2.0/routers/{router_id}/remove_router_interface"),
-                Some(iface),
-                true,
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        gone_is_done(
+            self.c
+                .json::<Value, _>(
+                    Service::Network,
+                    Method::PUT,
+                    &format!("v2.0/routers/{router_id}/remove_router_interface"),
+                    Some(iface),
+                    true,
+                )
+                .await,
+        )
     }
 
     // --------------------------------------------------------------- ports
@@ -367,6 +408,7 @@ impl Neutron {
     /// port left untagged is found again by `body.name` on its network, so
     /// give ports made this way a unique name.
     pub async fn ensure_port(&self, tags: &[String], body: &PortCreate) -> Result<Port> {
+        require_tags(tags, "port")?;
         if let Some(p) = self
             .list_ports(&Query::new().tags(tags))
             .await?
@@ -386,6 +428,55 @@ impl Neutron {
             }
         }
         self.create_port_tagged(body, tags).await
+    }
+
+    /// The caller's project, or `given`.
+    async fn project_or(&self, given: &Option<String>) -> Result<String> {
+        match given {
+            Some(p) => Ok(p.clone()),
+            None => self.c.project_id().await,
+        }
+    }
+
+    /// Find-by-tag-or-create: the object of `kind` carrying all `tags`; else
+    /// one matching `by_name` that carries none of them (made by an earlier
+    /// attempt that died before tagging it), tagged now; else a new one
+    /// from `body`, tagged right after it is made.
+    async fn ensure_tagged<T: Tagged, B: Serialize>(
+        &self,
+        kind: TaggedResource,
+        tags: &[String],
+        by_name: Option<Query>,
+        body: &B,
+    ) -> Result<T> {
+        let collection = kind.collection();
+        require_tags(tags, collection)?;
+        if let Some(found) = self
+            .list::<T>(collection, &Query::new().tags(tags))
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Ok(found);
+        }
+        let mut obj: T = match by_name {
+            Some(q) => match self
+                .list::<T>(collection, &q.not_tags_any(tags))
+                .await?
+                .into_iter()
+                .next()
+            {
+                Some(o) => o,
+                None => self.create(collection, body).await?,
+            },
+            None => self.create(collection, body).await?,
+        };
+        if !tags.iter().all(|t| obj.tags().contains(t)) {
+            let all = merge_tags(Some(obj.tags().to_vec()), tags);
+            let now = self.replace_tags(kind, obj.id(), &all).await?;
+            obj.set_tags(now);
+        }
+        Ok(obj)
     }
 
     // ---------------------------------------------------------------- tags
@@ -431,15 +522,11 @@ impl Neutron {
             kind.collection(),
             encode_segment(tag)
         );
-        match self
-            .c
-            .call(Service::Network, Method::DELETE, &path, None, true)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        gone_is_done(
+            self.c
+                .call(Service::Network, Method::DELETE, &path, None, true)
+                .await,
+        )
     }
 
     // ------------------------------------------------------ security groups
@@ -460,6 +547,28 @@ impl Neutron {
     pub async fn delete_security_group(&self, id: &str) -> Result<bool> {
         self.delete("security-groups", id).await
     }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_security_group(
+        &self,
+        id: &str,
+        body: &SecurityGroupUpdate,
+    ) -> Result<SecurityGroup> {
+        self.update("security-groups", id, body).await
+    }
+    /// The security group tagged with all of `tags`, or a new one made from
+    /// `body` and tagged. Idempotent like [`Neutron::ensure_network`]; an
+    /// untagged one is found again by `body.name` in its project.
+    pub async fn ensure_security_group(
+        &self,
+        tags: &[String],
+        body: &SecurityGroupCreate,
+    ) -> Result<SecurityGroup> {
+        let by_name = Query::new()
+            .filter("name", &body.name)
+            .filter("project_id", self.project_or(&body.project_id).await?);
+        self.ensure_tagged(TaggedResource::SecurityGroup, tags, Some(by_name), body)
+            .await
+    }
     /// Adds a rule. A rule that already exists (409 `SecurityGroupRuleExists`)
     /// is an error the caller may treat as done.
     pub async fn create_security_group_rule(
@@ -467,6 +576,51 @@ impl Neutron {
         body: &SecurityGroupRuleCreate,
     ) -> Result<SecurityGroupRule> {
         self.create("security-group-rules", body).await
+    }
+    /// Adds a rule, or returns the identical rule that already exists
+    /// (idempotent: Neutron's 409 `SecurityGroupRuleExists` names it).
+    pub async fn ensure_security_group_rule(
+        &self,
+        body: &SecurityGroupRuleCreate,
+    ) -> Result<SecurityGroupRule> {
+        match self.create_security_group_rule(body).await {
+            Err(e) if e.error_type() == Some("SecurityGroupRuleExists") => {
+                let id = match &e {
+                    Error::Api(a) => existing_rule_id(&a.message),
+                    _ => None,
+                };
+                match id {
+                    Some(id) => self.get_security_group_rule(&id).await,
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+    /// Adds many rules in one call (`{"security_group_rules": [...]}`):
+    /// all or none.
+    pub async fn create_security_group_rules(
+        &self,
+        bodies: &[SecurityGroupRuleCreate],
+    ) -> Result<Vec<SecurityGroupRule>> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut v: Value = self
+            .c
+            .json(
+                Service::Network,
+                Method::POST,
+                "v2.0/security-group-rules",
+                Some(&json!({ "security_group_rules": bodies })),
+                false,
+            )
+            .await?;
+        take(&mut v, "security_group_rules", "security-group-rules")
+    }
+    /// One rule.
+    pub async fn get_security_group_rule(&self, id: &str) -> Result<SecurityGroupRule> {
+        self.get("security-group-rules", id).await
     }
     /// Rules matching `q`.
     pub async fn list_security_group_rules(&self, q: &Query) -> Result<Vec<SecurityGroupRule>> {
@@ -486,6 +640,10 @@ impl Neutron {
     /// One trunk.
     pub async fn get_trunk(&self, id: &str) -> Result<Trunk> {
         self.get("trunks", id).await
+    }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_trunk(&self, id: &str, body: &TrunkUpdate) -> Result<Trunk> {
+        self.update("trunks", id, body).await
     }
     /// Trunks matching `q` (e.g. `port_id`).
     pub async fn list_trunks(&self, q: &Query) -> Result<Vec<Trunk>> {
@@ -539,6 +697,45 @@ impl Neutron {
         take(&mut v, "sub_ports", "trunk subports")
     }
 
+    /// Makes `want` subports of the trunk, adding only those it lacks.
+    /// Idempotent: a retry after a partial failure adds the rest. A port
+    /// already on the trunk under another VLAN id is an error (remove it
+    /// first); a VLAN id another port holds is Neutron's 409. Answers the
+    /// trunk's subports afterwards.
+    pub async fn ensure_subports(&self, trunk_id: &str, want: &[SubPort]) -> Result<Vec<SubPort>> {
+        let have = self.get_subports(trunk_id).await?;
+        let add = subports_to_add(&have, want).map_err(|(port, had, wanted)| {
+            Error::Refused(format!(
+                "Port {port} is subport {had} of trunk {trunk_id}, not {wanted}: remove it first"
+            ))
+        })?;
+        if add.is_empty() {
+            return Ok(have);
+        }
+        Ok(self.add_subports(trunk_id, &add).await?.sub_ports)
+    }
+
+    /// Removes those of `port_ids` that are subports of the trunk.
+    /// Idempotent: ports not (or no longer) on it are skipped, where
+    /// `remove_subports` would fail the whole call with a 404. Answers the
+    /// trunk's subports afterwards.
+    pub async fn remove_subports_if_present(
+        &self,
+        trunk_id: &str,
+        port_ids: &[String],
+    ) -> Result<Vec<SubPort>> {
+        let have = self.get_subports(trunk_id).await?;
+        let present: Vec<String> = port_ids
+            .iter()
+            .filter(|id| have.iter().any(|s| &s.port_id == *id))
+            .cloned()
+            .collect();
+        if present.is_empty() {
+            return Ok(have);
+        }
+        Ok(self.remove_subports(trunk_id, &present).await?.sub_ports)
+    }
+
     // ------------------------------------------------------- API discovery
 
     /// The API extensions Neutron has loaded.
@@ -572,6 +769,75 @@ impl Neutron {
             .await?;
         take(&mut v, "quota", "quota")
     }
+}
+
+/// Neutron objects that carry tags, for [`Neutron::ensure_tagged`].
+trait Tagged: DeserializeOwned {
+    fn id(&self) -> &str;
+    fn tags(&self) -> &[String];
+    fn set_tags(&mut self, tags: Vec<String>);
+}
+
+macro_rules! tagged {
+    ($($t:ty),*) => {$(
+        impl Tagged for $t {
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn tags(&self) -> &[String] {
+                &self.tags
+            }
+            fn set_tags(&mut self, tags: Vec<String>) {
+                self.tags = tags;
+            }
+        }
+    )*};
+}
+tagged!(Network, Subnet, SecurityGroup);
+
+/// The subports of `want` that `have` lacks; `Err((port, had, wanted))`
+/// when a port is there under another segmentation.
+fn subports_to_add(
+    have: &[SubPort],
+    want: &[SubPort],
+) -> std::result::Result<Vec<SubPort>, (String, String, String)> {
+    let mut add = Vec::new();
+    for w in want {
+        match have.iter().find(|h| h.port_id == w.port_id) {
+            Some(h)
+                if h.segmentation_id == w.segmentation_id
+                    && h.segmentation_type == w.segmentation_type => {}
+            Some(h) => {
+                let show = |s: &SubPort| format!("{} {}", s.segmentation_type, s.segmentation_id);
+                return Err((w.port_id.clone(), show(h), show(w)));
+            }
+            None if add.iter().any(|a: &SubPort| a.port_id == w.port_id) => {}
+            None => add.push(w.clone()),
+        }
+    }
+    Ok(add)
+}
+
+/// Find-by-tag calls need a tag: with none, any object would match.
+fn require_tags(tags: &[String], what: &str) -> Result<()> {
+    if tags.iter().any(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(Error::Refused(format!(
+            "Finding {what} by tag needs at least one non-empty tag"
+        )))
+    }
+}
+
+/// The id of the existing rule in Neutron's `SecurityGroupRuleExists`
+/// message (`Security group rule already exists. Rule id is <uuid>.`).
+fn existing_rule_id(message: &str) -> Option<String> {
+    let rest = &message[message.find("Rule id is ")? + "Rule id is ".len()..];
+    let id: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+        .collect();
+    (!id.is_empty()).then_some(id)
 }
 
 /// `have` plus `more`, sorted, without duplicates.
@@ -616,6 +882,56 @@ mod tests {
         assert_eq!(singular("subnetpools"), "subnetpool");
         assert_eq!(plural("security-groups"), "security_groups");
         assert_eq!(encode_segment("kuryr cluster/a"), "kuryr%20cluster%2Fa");
+    }
+
+    #[test]
+    fn finds_the_rule_neutron_says_exists() {
+        assert_eq!(
+            existing_rule_id(
+                "Security group rule already exists. Rule id is 5b0f6f3c-9a4e-4a0e-bd2c-0e7a3c1d2f11."
+            )
+            .as_deref(),
+            Some("5b0f6f3c-9a4e-4a0e-bd2c-0e7a3c1d2f11")
+        );
+        assert_eq!(
+            existing_rule_id("Security group rule already exists."),
+            None
+        );
+        assert_eq!(existing_rule_id("Rule id is ."), None);
+    }
+
+    #[test]
+    fn adds_only_the_subports_a_trunk_lacks() {
+        let have = vec![SubPort::vlan("a", 100), SubPort::vlan("b", 101)];
+        let want = vec![
+            SubPort::vlan("a", 100),
+            SubPort::vlan("c", 102),
+            SubPort::vlan("c", 102),
+        ];
+        assert_eq!(
+            subports_to_add(&have, &want).unwrap(),
+            vec![SubPort::vlan("c", 102)]
+        );
+        assert_eq!(subports_to_add(&have, &have).unwrap(), vec![]);
+        let (port, had, wanted) = subports_to_add(&have, &[SubPort::vlan("b", 200)]).unwrap_err();
+        assert_eq!(
+            (port.as_str(), had.as_str(), wanted.as_str()),
+            ("b", "vlan 101", "vlan 200")
+        );
+    }
+
+    #[test]
+    fn refuses_to_find_by_no_tag() {
+        assert!(require_tags(&[], "port").is_err());
+        assert!(require_tags(&[String::new()], "port").is_err());
+        assert!(require_tags(&["kuryr".into()], "port").is_ok());
+        assert_eq!(
+            merge_tags(
+                Some(vec!["b".into(), "a".into()]),
+                &["a".into(), "c".into()]
+            ),
+            vec!["a", "b", "c"]
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! [`Octavia::wait_load_balancer_active`] waits for a change to settle.
 
 use crate::client::{Client, Service};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, gone_is_done};
 use crate::query::Query;
 use kuryr_openstack_types::octavia::*;
 use reqwest::Method;
@@ -56,22 +56,57 @@ impl Octavia {
         take(&mut v, key)
     }
 
-    async fn delete(&self, path: &str) -> Result<bool> {
-        match self
+    async fn update<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        key: &str,
+        body: &B,
+    ) -> Result<T> {
+        let mut v: Value = self
             .c
-            .call(
+            .json(
                 Service::LoadBalancer,
-                Method::DELETE,
+                Method::PUT,
                 &format!("v2/lbaas/{path}"),
-                None,
+                Some(&json!({ key: body })),
                 true,
             )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
+            .await?;
+        take(&mut v, key)
+    }
+
+    /// Every object of `path` matching `q`, following `next` links.
+    async fn list<T: DeserializeOwned>(&self, path: &str, key: &str, q: &Query) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut url = q.apply(&format!("v2/lbaas/{path}"));
+        loop {
+            let mut page: Value = self
+                .c
+                .json::<_, Value>(Service::LoadBalancer, Method::GET, &url, None, true)
+                .await?;
+            let next = crate::neutron::next_link(&page, key);
+            let items: Vec<T> = take(&mut page, key)?;
+            let empty = items.is_empty();
+            out.extend(items);
+            match next {
+                Some(n) if !empty => url = n,
+                _ => return Ok(out),
+            }
         }
+    }
+
+    async fn delete(&self, path: &str) -> Result<bool> {
+        gone_is_done(
+            self.c
+                .call(
+                    Service::LoadBalancer,
+                    Method::DELETE,
+                    &format!("v2/lbaas/{path}"),
+                    None,
+                    true,
+                )
+                .await,
+        )
     }
 
     /// Creates a load balancer (answers while it is PENDING_CREATE).
@@ -85,17 +120,43 @@ impl Octavia {
     }
     /// Load balancers matching `q` (e.g. `name`, `tags`).
     pub async fn list_load_balancers(&self, q: &Query) -> Result<Vec<LoadBalancer>> {
-        let mut v: Value = self
-            .c
-            .json::<_, Value>(
-                Service::LoadBalancer,
-                Method::GET,
-                &q.apply("v2/lbaas/loadbalancers"),
-                None,
-                true,
-            )
-            .await?;
-        take(&mut v, "loadbalancers")
+        self.list("loadbalancers", "loadbalancers", q).await
+    }
+    /// The load balancer carrying all of `tags`, or a new one made from
+    /// `body` with those tags set in the create call itself. Idempotent:
+    /// Octavia stores the tags with the object, so a retry after any
+    /// failure finds what an earlier attempt made.
+    pub async fn ensure_load_balancer(
+        &self,
+        tags: &[String],
+        body: &LoadBalancerCreate,
+    ) -> Result<LoadBalancer> {
+        if tags.iter().all(String::is_empty) {
+            return Err(Error::Refused(
+                "Finding a load balancer by tag needs at least one non-empty tag".into(),
+            ));
+        }
+        let q = Query::new().tags(tags);
+        if let Some(lb) = self.list_load_balancers(&q).await?.into_iter().next() {
+            return Ok(lb);
+        }
+        let mut b = body.clone();
+        let mut all = b.tags.take().unwrap_or_default();
+        all.extend(tags.iter().cloned());
+        all.sort();
+        all.dedup();
+        b.tags = Some(all);
+        self.create_load_balancer(&b).await
+    }
+    /// Changes the fields set in `body` (idempotent; Octavia answers 409
+    /// while the load balancer is PENDING_*, which the client retries).
+    pub async fn update_load_balancer(
+        &self,
+        id: &str,
+        body: &LoadBalancerUpdate,
+    ) -> Result<LoadBalancer> {
+        self.update(&format!("loadbalancers/{id}"), "loadbalancer", body)
+            .await
     }
     /// Deletes a load balancer, with everything in it when `cascade`
     /// (idempotent; the delete finishes asynchronously).
@@ -166,6 +227,15 @@ impl Octavia {
     pub async fn get_listener(&self, id: &str) -> Result<Listener> {
         self.get(&format!("listeners/{id}"), "listener").await
     }
+    /// Listeners matching `q` (e.g. `loadbalancer_id`, `name`).
+    pub async fn list_listeners(&self, q: &Query) -> Result<Vec<Listener>> {
+        self.list("listeners", "listeners", q).await
+    }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_listener(&self, id: &str, body: &ListenerUpdate) -> Result<Listener> {
+        self.update(&format!("listeners/{id}"), "listener", body)
+            .await
+    }
     /// Deletes a listener (idempotent).
     pub async fn delete_listener(&self, id: &str) -> Result<bool> {
         self.delete(&format!("listeners/{id}")).await
@@ -178,6 +248,14 @@ impl Octavia {
     /// One pool.
     pub async fn get_pool(&self, id: &str) -> Result<Pool> {
         self.get(&format!("pools/{id}"), "pool").await
+    }
+    /// Pools matching `q` (e.g. `loadbalancer_id`).
+    pub async fn list_pools(&self, q: &Query) -> Result<Vec<Pool>> {
+        self.list("pools", "pools", q).await
+    }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_pool(&self, id: &str, body: &PoolUpdate) -> Result<Pool> {
+        self.update(&format!("pools/{id}"), "pool", body).await
     }
     /// Deletes a pool (idempotent).
     pub async fn delete_pool(&self, id: &str) -> Result<bool> {
@@ -196,7 +274,21 @@ impl Octavia {
     }
     /// The pool's members.
     pub async fn list_members(&self, pool_id: &str) -> Result<Vec<Member>> {
-        self.get(&format!("pools/{pool_id}/members"), "members")
+        self.list(
+            &format!("pools/{pool_id}/members"),
+            "members",
+            &Query::new(),
+        )
+        .await
+    }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_member(
+        &self,
+        pool_id: &str,
+        id: &str,
+        body: &MemberUpdate,
+    ) -> Result<Member> {
+        self.update(&format!("pools/{pool_id}/members/{id}"), "member", body)
             .await
     }
     /// Deletes a member (idempotent).
@@ -225,6 +317,24 @@ impl Octavia {
     /// Creates a health monitor.
     pub async fn create_health_monitor(&self, body: &HealthMonitorCreate) -> Result<HealthMonitor> {
         self.create("healthmonitors", "healthmonitor", body).await
+    }
+    /// One health monitor.
+    pub async fn get_health_monitor(&self, id: &str) -> Result<HealthMonitor> {
+        self.get(&format!("healthmonitors/{id}"), "healthmonitor")
+            .await
+    }
+    /// Health monitors matching `q` (e.g. `pool_id`).
+    pub async fn list_health_monitors(&self, q: &Query) -> Result<Vec<HealthMonitor>> {
+        self.list("healthmonitors", "healthmonitors", q).await
+    }
+    /// Changes the fields set in `body` (idempotent).
+    pub async fn update_health_monitor(
+        &self,
+        id: &str,
+        body: &HealthMonitorUpdate,
+    ) -> Result<HealthMonitor> {
+        self.update(&format!("healthmonitors/{id}"), "healthmonitor", body)
+            .await
     }
     /// Deletes a health monitor (idempotent).
     pub async fn delete_health_monitor(&self, id: &str) -> Result<bool> {

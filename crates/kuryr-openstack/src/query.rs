@@ -29,6 +29,11 @@ impl Query {
     }
 
     /// Objects carrying none of `tags`.
+    pub fn not_tags_any<I: IntoIterator<Item = S>, S: AsRef<str>>(self, tags: I) -> Self {
+        self.joined("not-tags-any", tags)
+    }
+
+    /// Objects not carrying all of `tags` (some may be there).
     pub fn not_tags<I: IntoIterator<Item = S>, S: AsRef<str>>(self, tags: I) -> Self {
         self.joined("not-tags", tags)
     }
@@ -93,6 +98,10 @@ mod tests {
         assert_eq!(
             Query::new().tags_any(["a"]).apply("ports"),
             "ports?tags-any=a"
+        );
+        assert_eq!(
+            Query::new().not_tags_any(["a", "b"]).encode(),
+            "not-tags-any=a%2Cb"
         );
     }
 }

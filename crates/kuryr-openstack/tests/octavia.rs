@@ -121,7 +121,102 @@ async fn load_balancer_listener_pool_members_reach_active() -> anyhow::Result<()
             })
             .await?;
         o.wait_load_balancer_active(&lb.id, wait).await?;
+        assert_eq!(o.get_health_monitor(&hm.id).await?.pools[0].id, p.id);
+        let hm2 = o
+            .update_health_monitor(
+                &hm.id,
+                &HealthMonitorUpdate {
+                    delay: Some(7),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!((hm2.delay, hm2.timeout), (7, 3));
+        let all = kuryr_openstack::Query::new();
+        assert!(
+            o.list_health_monitors(&all)
+                .await?
+                .iter()
+                .any(|h| h.id == hm.id)
+        );
+        o.wait_load_balancer_active(&lb.id, wait).await?;
         assert!(o.delete_health_monitor(&hm.id).await?);
+        o.wait_load_balancer_active(&lb.id, wait).await?;
+        assert!(!o.delete_health_monitor(&hm.id).await?, "gone: 404 is done");
+
+        // lists and updates of the rest
+        assert!(o.list_listeners(&all).await?.iter().any(|x| x.id == l.id));
+        assert!(o.list_pools(&all).await?.iter().any(|x| x.id == p.id));
+        let l2 = o
+            .update_listener(
+                &l.id,
+                &ListenerUpdate {
+                    connection_limit: Some(1000),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(l2.extra["connection_limit"], 1000);
+        o.wait_load_balancer_active(&lb.id, wait).await?;
+        let p2 = o
+            .update_pool(
+                &p.id,
+                &PoolUpdate {
+                    lb_algorithm: Some("SOURCE_IP".into()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(p2.lb_algorithm, "SOURCE_IP");
+        o.wait_load_balancer_active(&lb.id, wait).await?;
+        let first = o.list_members(&p.id).await?.remove(0);
+        let m2 = o
+            .update_member(
+                &p.id,
+                &first.id,
+                &MemberUpdate {
+                    weight: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(m2.weight, Some(0));
+        o.wait_load_balancer_active(&lb.id, wait).await?;
+        let lb2 = o
+            .update_load_balancer(
+                &lb.id,
+                &LoadBalancerUpdate {
+                    description: Some("kuryr-rs".into()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(lb2.description, "kuryr-rs");
+        o.wait_load_balancer_active(&lb.id, wait).await?;
+
+        // find-by-tag-or-create: the LB made above is found by its tag
+        let tag = name("lbtag");
+        let lb3 = o
+            .update_load_balancer(
+                &lb.id,
+                &LoadBalancerUpdate {
+                    tags: Some(vec![tag.clone()]),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(lb3.tags, vec![tag.clone()]);
+        o.wait_load_balancer_active(&lb.id, wait).await?;
+        let again = o
+            .ensure_load_balancer(
+                std::slice::from_ref(&tag),
+                &LoadBalancerCreate {
+                    vip_subnet_id: Some(sub.id.clone()),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(again.id, lb.id);
         o.wait_load_balancer_active(&lb.id, wait).await?;
         assert_eq!(
             o.list_load_balancers(&kuryr_openstack::Query::new().filter("name", &lb.name))
