@@ -27,6 +27,9 @@ impl Session {
     /// file (the admin user), then catalogue lookup of `network` and
     /// `load-balancer`, public interface, region `OS_REGION_NAME`.
     pub async fn login(env: &StackEnv) -> anyhow::Result<Self> {
+        // when built together with crates that enable reqwest's TLS without a
+        // default provider (feature unification), reqwest needs one installed
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?;
