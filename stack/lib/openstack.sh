@@ -56,6 +56,8 @@ rabbit_env() {
     export RABBITMQ_CONFIG_FILE=$OS/rabbit/rabbitmq RABBITMQ_ENABLED_PLUGINS_FILE=$OS/rabbit/enabled_plugins
     export RABBITMQ_ADVANCED_CONFIG_FILE=$OS/rabbit/advanced.config RABBITMQ_CONF_ENV_FILE=$OS/rabbit/env.conf
     export RABBITMQ_PID_FILE=$OS/rabbit/rabbit.pid
+    # a crashing Erlang VM writes its dump into the current directory otherwise
+    export ERL_CRASH_DUMP=$LOGS/erl_crash.dump
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
