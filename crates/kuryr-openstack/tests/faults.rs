@@ -132,3 +132,41 @@ async fn a_create_is_retried_after_503_but_not_after_500() -> anyhow::Result<()>
     })
     .await
 }
+
+const IN_USE: (u16, &str) = (
+    409,
+    r#"{"NeutronError": {"type": "SubnetInUse", "message": "Unable to complete operation on subnet: injected.", "detail": ""}}"#,
+);
+const IMMUTABLE: (u16, &str) = (
+    409,
+    r#"{"faultcode": "Client", "faultstring": "Load Balancer lb1 is immutable and cannot be updated.", "debuginfo": null}"#,
+);
+
+#[tokio::test]
+async fn conflicts_are_reported_unless_they_say_try_again() -> anyhow::Result<()> {
+    let (proxy, c) = via_proxy().await?;
+    // a Neutron 409 is a real conflict: reported at once, with its type
+    proxy.fail_next("GET", IN_USE);
+    let e = c
+        .neutron()
+        .list_networks(&Query::new().limit(1))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.error_type()),
+        (Some(409), Some("SubnetInUse")),
+        "{e}"
+    );
+    assert_eq!(proxy.seen().len(), 1, "not retried");
+    // Octavia's "immutable" 409 means "busy, try again": retried until it passes
+    proxy.fail_next("GET", IMMUTABLE);
+    proxy.fail_next("GET", IMMUTABLE);
+    c.neutron().list_networks(&Query::new().limit(1)).await?;
+    assert_eq!(
+        proxy.seen().len(),
+        4,
+        "two busy answers, then the real one: {:?}",
+        proxy.seen()
+    );
+    Ok(())
+}
