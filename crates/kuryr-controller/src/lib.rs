@@ -9,6 +9,7 @@
 //! port deleted → KuryrPort deleted → finalizer removed. The decisions are
 //! in [`plan`] (pure); this module does the I/O.
 
+pub mod metrics;
 pub mod plan;
 
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use kuryr_openstack::types::neutron::{Network, Subnet};
 use plan::{PortSettings, Step};
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Everything the handler needs, shared by all reconciles.
@@ -48,6 +50,8 @@ pub struct Context {
     pub ovs_bridge: String,
     /// Only pods matching this label selector (all when `None`).
     pub pod_selector: Option<String>,
+    /// Counters served on `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// A failed step; the pod is handled again after a back-off.
@@ -100,6 +104,7 @@ impl Context {
             os,
             cluster_id,
             pod_selector,
+            metrics: Arc::default(),
         })
     }
 }
@@ -115,6 +120,8 @@ pub async fn run(
     if let Some(sel) = &ctx.pod_selector {
         cfg = cfg.labels(sel);
     }
+    ctx.metrics.set_ready(true);
+    let metrics = ctx.metrics.clone();
     Controller::new(pods, cfg)
         // a KuryrPort changing (or deleted behind our back) wakes its pod
         .watches(kps, watcher::Config::default(), |kp: KuryrPort| {
@@ -129,9 +136,11 @@ pub async fn run(
             }
         })
         .await;
+    metrics.set_ready(false);
 }
 
-fn error_policy(pod: Arc<Pod>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(pod = %ObjectRef::from_obj(pod.as_ref()), error = %err, "pod network not set up yet; retrying");
     Action::requeue(Duration::from_secs(3))
 }
@@ -142,6 +151,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.kube.clone(), &ns);
     let kps: Api<KuryrPort> = Api::namespaced(ctx.kube.clone(), &ns);
+    ctx.metrics.pods_handled.fetch_add(1, Ordering::Relaxed);
     let mut pod = (*pod).clone();
     let mut kp = kps.get_opt(&name).await?;
     // a bounded number of steps per pass; the watch brings the pod back
@@ -194,6 +204,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
                 let tags = plan::port_tags(&ctx.resource_tags, &ctx.cluster_id, uid);
                 let body = plan::port_request(uid, &k.spec.pod_node_name, &ctx.settings);
                 let port = ctx.os.neutron().ensure_port(&tags, &body).await?;
+                ctx.metrics.ports_created.fetch_add(1, Ordering::Relaxed);
+                if let Some(age) = pod_age_seconds(&pod) {
+                    ctx.metrics.observe_vif_ready(age);
+                }
                 let vif = Vif::from_port(
                     &port,
                     &ctx.network,
@@ -229,6 +243,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
                         Err(e) if e.is_not_found() => {
                             // the port was deleted behind our back: make a new one
                             tracing::warn!(pod = %format!("{ns}/{name}"), port = %entry.vif.id, "port vanished from Neutron; replacing it");
+                            ctx.metrics.ports_replaced.fetch_add(1, Ordering::Relaxed);
                             // (null deletes a key in a merge patch; `vifs` itself is required)
                             let gone: serde_json::Map<String, serde_json::Value> = status
                                 .vifs
@@ -293,7 +308,9 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
     ids.sort();
     ids.dedup();
     for id in &ids {
-        n.delete_port(id).await?;
+        if n.delete_port(id).await? {
+            ctx.metrics.ports_deleted.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let name = kp.metadata.name.clone().unwrap_or_default();
     if plan::kp_has_finalizer(kp)
@@ -314,6 +331,17 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
     }
     tracing::info!(kuryrport = %name, pod_uid = %uid, ports = ids.len(), "released");
     Ok(())
+}
+
+/// Seconds since the pod was created (Kubernetes keeps whole seconds).
+fn pod_age_seconds(pod: &Pod) -> Option<f64> {
+    let ts = serde_json::to_value(pod.metadata.creation_timestamp.as_ref()?).ok()?;
+    let created = kuryr_openstack::parse_timestamp(ts.as_str()?)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(now - created as f64)
 }
 
 /// A merge patch setting the finalizers, guarded by the resourceVersion the

@@ -29,6 +29,9 @@ struct Args {
     /// Handle only pods matching this label selector.
     #[arg(long)]
     pod_selector: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "KURYR_METRICS_ADDRESS", default_value = "127.0.0.1:9654")]
+    metrics_address: String,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,

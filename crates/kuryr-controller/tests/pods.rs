@@ -280,6 +280,15 @@ async fn pods_get_ports_and_give_them_back() -> anyhow::Result<()> {
             left.iter().map(|p| &p.id).collect::<Vec<_>>()
         );
         ctl.stop().await;
+        let m = &ctx.metrics;
+        use std::sync::atomic::Ordering::Relaxed;
+        assert!(
+            m.ports_created.load(Relaxed) >= 5,
+            "3 pods, 1 replacement, 1 recreated pod"
+        );
+        assert_eq!(m.ports_replaced.load(Relaxed), 1);
+        assert!(m.ports_deleted.load(Relaxed) >= 4);
+        assert!(m.render().contains("kuryr_pod_vif_ready_seconds_count"));
         anyhow::Ok(())
     };
     finally(body, async {
