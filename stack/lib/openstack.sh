@@ -37,6 +37,8 @@ innodb_buffer_pool_size=128M
 # test data: durability traded for speed
 innodb_flush_log_at_trx_commit=0
 innodb_doublewrite=0
+# the default 96 MB redo log only costs disk, and time when the state goes
+innodb_log_file_size=16M
 max_connections=1000
 character-set-server=utf8mb4
 collation-server=utf8mb4_general_ci
@@ -68,6 +70,8 @@ os_rabbit() {
     echo '[].' > "$OS/rabbit/enabled_plugins"
     echo '[].' > "$OS/rabbit/advanced.config"
     : > "$OS/rabbit/env.conf"
+    RABBIT_WAS_UP=0
+    pid_alive rabbitmq && RABBIT_WAS_UP=1
     (
         rabbit_env
         # our own epmd, in the foreground so that its pid file is ours
@@ -76,7 +80,14 @@ os_rabbit() {
     )
 }
 
-rabbit_ready() { ( rabbit_env; /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup --timeout 5 ); }
+# rabbit_ready: RabbitMQ has booted. rabbitmqctl costs ~1 s of Erlang start-up,
+# so a node that was already up before this `stack up` only needs its AMQP port.
+rabbit_ready() {
+    if [ "${RABBIT_WAS_UP:-0}" = 1 ] && pid_alive rabbitmq && (: < "/dev/tcp/$H/$RABBIT_PORT") 2>/dev/null; then
+        return 0
+    fi
+    ( rabbit_env; /usr/lib/rabbitmq/bin/rabbitmqctl -q await_startup --timeout 5 )
+}
 
 authtoken_section() {
     cat <<INI
@@ -331,9 +342,26 @@ ok = agents and agents[0]["alive"] and agents[0]["started_at"].replace(" ", "T")
 sys.exit(0 if ok else 1)'
 }
 
+# os_check_ports: every fixed port of a service we are about to start is free.
+# Otherwise that service would die on bind while the readiness checks below
+# happily talk to whatever holds the port (e.g. a second stack).
+os_check_ports() {
+    local listening np n p
+    listening=$(ss -Hltn | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+    for np in keystone:5000 neutron-server:9696 octavia-api:9876 rabbitmq:$RABBIT_PORT \
+              rabbitmq:25672 epmd:4369 neutron-openvswitch-agent:6633; do
+        n=${np%:*}; p=${np#*:}
+        pid_alive "$n" && continue
+        if grep -qx "$p" <<< "$listening"; then
+            die "port $H:$p (for $n) is taken by another process -- another stack? ($(ss -Hltnp "sport = :$p" | grep -o 'users:.*' | head -1))"
+        fi
+    done
+}
+
 openstack_up() {
     need_pkgs "${OS_PKGS[@]}"
     pid_alive ovsdb-server || die "openstack needs the ovs component (stack up --openstack starts both)"
+    os_check_ports
     mkdir -p "$OS_ETC"
     os_configs
     os_mariadb
@@ -343,17 +371,12 @@ openstack_up() {
     log "openstack: databases ready"
 
     uwsgi_app keystone 5000 "$OS/keystone/wsgi.py" 1 4
-    wait_for "Keystone $KEYSTONE_URL/v3" 90 http_ok "$KEYSTONE_URL/v3"
-    if [ ! -f "$OS/keystone/setup-done" ]; then
-        KEYSTONE_URL=$KEYSTONE_URL PASSWORD=$OS_PW NEUTRON_URL=$NEUTRON_URL OCTAVIA_URL=$OCTAVIA_URL \
-            python3 "$STACK_SRC/openstack/keystone_setup.py" >>"$LOGS/keystone-setup.log" 2>&1 \
-            || die "setting up Keystone's users and catalogue failed (log: $LOGS/keystone-setup.log)"
-        touch "$OS/keystone/setup-done"
-        log "openstack: Keystone projects, users and catalogue set up"
-    fi
-
+    # Neutron, its agent and Octavia need RabbitMQ when they start, but not
+    # Keystone (tokens are checked per request): they boot (~10 s) while
+    # Keystone comes up and gets its users
     wait_for "RabbitMQ $H:$RABBIT_PORT" 120 rabbit_ready
     start neutron-server neutron-server "${NEUTRON_CONF[@]}"
+    local br
     for br in br-int br-phys; do
         vsctl --may-exist add-br "$br" -- set Bridge "$br" datapath_type=netdev
     done
@@ -366,6 +389,15 @@ openstack_up() {
     uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8
     PYTHONPATH=$OS/octavia/pyext start octavia-worker octavia-worker \
         --config-file "$OS_ETC/octavia/octavia-worker.conf" --log-file "$LOGS/octavia-worker.log"
+
+    wait_for "Keystone $KEYSTONE_URL/v3" 90 http_ok "$KEYSTONE_URL/v3"
+    if [ ! -f "$OS/keystone/setup-done" ]; then
+        KEYSTONE_URL=$KEYSTONE_URL PASSWORD=$OS_PW NEUTRON_URL=$NEUTRON_URL OCTAVIA_URL=$OCTAVIA_URL \
+            python3 "$STACK_SRC/openstack/keystone_setup.py" >>"$LOGS/keystone-setup.log" 2>&1 \
+            || die "setting up Keystone's users and catalogue failed (log: $LOGS/keystone-setup.log)"
+        touch "$OS/keystone/setup-done"
+        log "openstack: Keystone projects, users and catalogue set up"
+    fi
 
     write_env openstack <<ENV
 export OS_AUTH_URL=$KEYSTONE_URL/v3 OS_IDENTITY_API_VERSION=3 OS_REGION_NAME=RegionOne OS_INTERFACE=public
@@ -399,21 +431,25 @@ YAML
 }
 
 openstack_down() {
-    # API servers and agents first, all at once; then what they use
-    stop 8 octavia-api octavia-worker keystone neutron-openvswitch-agent neutron-server
+    # API servers and agents first, then what they use. The OVS agent sends
+    # its last RPCs on SIGTERM and waits up to 10 s for answers: stop it while
+    # neutron-server still answers, and neutron-server after it.
+    stop 8 neutron-openvswitch-agent octavia-api octavia-worker keystone
+    stop 8 neutron-server
     if pid_alive rabbitmq; then
         ( rabbit_env; timeout 30 /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 )
     fi
     stop 10 rabbitmq
     stop 20 epmd mariadb
-    # bridges the agent made for Neutron (br-int belongs to component ovs);
-    # their taps go with OVS when it stops, which notes every internal port
+    # bridges the agent (and kuryr: trunk bridges tbr-*) made; br-int belongs
+    # to component ovs. A netdev bridge leaves its persistent tap behind when
+    # deleted, and our vswitchd held it until just now: remove it.
     if pid_alive ovs-vswitchd; then
         local b
         for b in $(vsctl list-br 2>/dev/null); do
             [ "$b" = br-int ] && continue
             vsctl --if-exists del-br "$b"
-            ip -d link show "$b" 2>/dev/null | grep -q 'tun type tap' && { ip link del "$b" 2>/dev/null || true; }
+            if is_tap "$b"; then ip link del "$b" 2>/dev/null || true; fi
         done
     fi
     return 0

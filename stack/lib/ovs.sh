@@ -14,10 +14,49 @@ ovs_env() {
     export OVS_RUNDIR=$OVS_DIR OVS_LOGDIR=$OVS_DIR OVS_DBDIR=$OVS_DIR OVS_SYSCONFDIR=$OVS_DIR
 }
 
+# tap_holders NAME: pids of the processes that hold tap device NAME open
+# (a tun fd's fdinfo names its device: "iff: NAME")
+tap_holders() {
+    local fd pid
+    for fd in /proc/[0-9]*/fd/*; do
+        [ "$(readlink "$fd" 2>/dev/null)" = /dev/net/tun ] || continue
+        pid=${fd#/proc/}; pid=${pid%%/*}
+        grep -qx "iff:[[:space:]]*$1" "/proc/$pid/fdinfo/${fd##*/}" 2>/dev/null && echo "$pid"
+    done | sort -u
+}
+
+# held_taps PID: the tap devices process PID holds open
+held_taps() {
+    local fd
+    for fd in /proc/"$1"/fd/*; do
+        [ "$(readlink "$fd" 2>/dev/null)" = /dev/net/tun ] || continue
+        awk '$1 == "iff:" && NF > 1 { print $2 }' "/proc/$1/fdinfo/${fd##*/}" 2>/dev/null
+    done
+}
+
+is_tap() { ip -d link show "$1" 2>/dev/null | grep -q 'tun type tap'; }
+
+# ovs_check_namespace: refuse to start a second userspace OVS in this network
+# namespace. Both would create the taps ovs-netdev and br-int: the second one
+# finds them busy, and its clean-up deletes the first one's devices (whose
+# vswitchd then spins on dead fds). Taps that nobody holds are leftovers of a
+# killed OVS and are removed.
+ovs_check_namespace() {
+    local t holders
+    for t in ovs-netdev br-int br-tun br-phys; do
+        is_tap "$t" || continue
+        holders=$(tap_holders "$t" | tr '\n' ' ')
+        [ -z "$holders" ] || die "another userspace Open vSwitch runs in this network namespace (pid ${holders% } holds tap $t); stop it first (its 'stack down') -- only one per namespace"
+        log "ovs: removing leftover tap $t"
+        ip link del "$t" 2>/dev/null || true
+    done
+}
+
 ovs_up() {
     need_pkgs openvswitch-switch iproute2 iputils-ping
     mkdir -p "$OVS_DIR"
     ovs_env
+    pid_alive ovs-vswitchd || ovs_check_namespace
     [ -f "$OVS_DIR/conf.db" ] || ovsdb-tool create "$OVS_DIR/conf.db" >/dev/null
     start ovsdb-server ovsdb-server "$OVS_DIR/conf.db" --remote="punix:$OVSDB_SOCK" \
         --remote=db:Open_vSwitch,Open_vSwitch,manager_options \
@@ -39,14 +78,17 @@ ENV
 ovs_down() {
     ovs_env
     if pid_alive ovs-vswitchd; then
-        # the netdev datapath leaves its bridge and internal ports behind as
-        # taps: note them before the database goes
-        local taps t
-        taps=$(vsctl -f csv --no-headings --columns=name find Interface type=internal 2>/dev/null | tr -d '"')
-        timeout 10 ovs-appctl -t "$OVS_DIR/ovs-vswitchd.$(cat "$RUN/ovs-vswitchd.pid").ctl" exit --cleanup >/dev/null 2>&1
+        # The netdev datapath makes its ports (ovs-netdev, each bridge, each
+        # type=internal interface) persistent taps, which outlive the
+        # vswitchd. Note the ones this vswitchd holds -- by fd, not by name,
+        # so a same-named device of someone else is never touched.
+        local pid taps t
+        pid=$(cat "$RUN/ovs-vswitchd.pid")
+        taps=$(held_taps "$pid")
+        timeout 10 ovs-appctl -t "$OVS_DIR/ovs-vswitchd.$pid.ctl" exit --cleanup >/dev/null 2>&1
         stop 5 ovs-vswitchd
-        for t in $taps ovs-netdev; do
-            ip -d link show "$t" 2>/dev/null | grep -q 'tun type tap' && { ip link del "$t" 2>/dev/null || true; }
+        for t in $taps; do
+            if is_tap "$t" && [ -z "$(tap_holders "$t")" ]; then ip link del "$t" 2>/dev/null || true; fi
         done
     fi
     stop 5 ovsdb-server
@@ -56,6 +98,8 @@ ovs_down() {
 ovs_status() {
     local rc=0 n
     for n in ovsdb-server ovs-vswitchd; do pid_alive "$n" || { echo "  ovs: $n NOT running"; rc=1; }; done
+    # a vswitchd whose tap was deleted under it keeps running, busy on a dead fd
+    if pid_alive ovs-vswitchd && ! is_tap br-int; then echo "  ovs: tap br-int is gone (deleted by someone else?)"; rc=1; fi
     echo "  OVS:        unix:$OVSDB_SOCK, bridges: $(vsctl list-br 2>/dev/null | tr '\n' ' ')(datapath netdev)"
     return $rc
 }
