@@ -153,3 +153,19 @@ record() { mkdir -p "$CREATED"; grep -qxF -- "$2" "$CREATED/$1" 2>/dev/null || e
 
 # write_env COMPONENT: stdin becomes env.d/COMPONENT.env
 write_env() { mkdir -p "$S/env.d"; cat > "$S/env.d/$1.env"; }
+
+# check_ports NAME:PORT...: each fixed loopback port is free unless NAME (ours)
+# already runs; otherwise die naming the holder. Without this a service that
+# cannot bind dies quietly while readiness checks talk to someone else's
+# server (e.g. a second stack on the same machine).
+check_ports() {
+    local listening np n p
+    listening=$(ss -Hltn | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
+    for np in "$@"; do
+        n=${np%:*}; p=${np#*:}
+        pid_alive "$n" && continue
+        if grep -qx "$p" <<< "$listening"; then
+            die "port $H:$p (for $n) is taken by another process -- another stack? ($(ss -Hltnp "sport = :$p" | grep -o 'users:.*' | head -1))"
+        fi
+    done
+}

@@ -127,6 +127,7 @@ k8s_up() {
     need_pkgs etcd-server openssl curl
     k8s_build
     local bin; bin=$(k8s_bin_dir)
+    check_ports etcd:2379 etcd:2380 etcd:2381 kube-apiserver:6443 kube-controller-manager:10257 kube-scheduler:10259
     mkdir -p "$K8S"
     k8s_pki
     start etcd etcd --name kuryr-stack --data-dir "$K8S/etcd" \

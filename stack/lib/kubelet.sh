@@ -161,6 +161,7 @@ node_ready() {
 kubelet_up() {
     need_pkgs containerd runc containernetworking-plugins busybox-static iptables gcc libc6-dev
     pid_alive kube-apiserver || die "kubelet needs the k8s component: stack up --kubelet starts both"
+    check_ports kubelet:10250 kubelet:10248
     build_images
     kubelet_config
     start containerd containerd --config "$CTRD/config.toml"

@@ -342,26 +342,11 @@ ok = agents and agents[0]["alive"] and agents[0]["started_at"].replace(" ", "T")
 sys.exit(0 if ok else 1)'
 }
 
-# os_check_ports: every fixed port of a service we are about to start is free.
-# Otherwise that service would die on bind while the readiness checks below
-# happily talk to whatever holds the port (e.g. a second stack).
-os_check_ports() {
-    local listening np n p
-    listening=$(ss -Hltn | awk '{ n = split($4, a, ":"); print a[n] }' | sort -u)
-    for np in keystone:5000 neutron-server:9696 octavia-api:9876 rabbitmq:$RABBIT_PORT \
-              rabbitmq:25672 epmd:4369 neutron-openvswitch-agent:6633; do
-        n=${np%:*}; p=${np#*:}
-        pid_alive "$n" && continue
-        if grep -qx "$p" <<< "$listening"; then
-            die "port $H:$p (for $n) is taken by another process -- another stack? ($(ss -Hltnp "sport = :$p" | grep -o 'users:.*' | head -1))"
-        fi
-    done
-}
-
 openstack_up() {
     need_pkgs "${OS_PKGS[@]}"
     pid_alive ovsdb-server || die "openstack needs the ovs component (stack up --openstack starts both)"
-    os_check_ports
+    check_ports keystone:5000 neutron-server:9696 octavia-api:9876 rabbitmq:$RABBIT_PORT \
+        rabbitmq:25672 epmd:4369 neutron-openvswitch-agent:6633
     mkdir -p "$OS_ETC"
     os_configs
     os_mariadb
