@@ -63,7 +63,8 @@ impl CniError {
         }
     }
 
-    fn version(mut self, v: &str) -> Self {
+    /// The same error stamped with `v` as its cniVersion.
+    pub fn version(mut self, v: &str) -> Self {
         self.cni_version = v.to_owned();
         self
     }
@@ -139,6 +140,75 @@ pub struct DaemonRequest {
     pub args: BTreeMap<String, String>,
     /// The network configuration as given.
     pub config: Value,
+}
+
+impl DaemonRequest {
+    /// Reads and checks a request as the daemon receives it: JSON of this
+    /// shape, a config naming a supported `cniVersion`, and the fields the
+    /// command needs (container id and interface name for ADD/DEL/CHECK, a
+    /// netns for ADD/CHECK). Every failure is a CNI error to send back.
+    pub fn parse(body: &[u8]) -> Result<Self, CniError> {
+        let req: DaemonRequest = serde_json::from_slice(body).map_err(|e| {
+            CniError::new(
+                code::DECODE_FAILURE,
+                "malformed request to kuryr-daemon",
+                format!("{e}"),
+            )
+        })?;
+        let v = req.config["cniVersion"].as_str().unwrap_or_default();
+        if !SUPPORTED_VERSIONS.contains(&v) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                "incompatible CNI version",
+                format!(
+                    "config cniVersion {v:?}; supported: {}",
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            ));
+        }
+        let per_container = matches!(req.command, Command::Add | Command::Del | Command::Check);
+        let missing = |what: &str| {
+            CniError::new(
+                code::INVALID_ENVIRONMENT,
+                format!("{what} is not set"),
+                format!("{:?} needs {what}", req.command),
+            )
+            .version(v)
+        };
+        if per_container && req.container_id.is_empty() {
+            return Err(missing("CNI_CONTAINERID"));
+        }
+        if matches!(req.command, Command::Add | Command::Check) && req.netns.is_empty() {
+            return Err(missing("CNI_NETNS"));
+        }
+        if per_container {
+            check_ifname(&req.ifname).map_err(|e| e.version(v))?;
+        }
+        Ok(req)
+    }
+
+    /// The config's CNI version (checked by [`DaemonRequest::parse`]).
+    pub fn cni_version(&self) -> &str {
+        self.config["cniVersion"].as_str().unwrap_or(CURRENT_VERSION)
+    }
+}
+
+/// A Linux interface name: 1 to 15 bytes, no `/`, `:` or whitespace, not
+/// `.` or `..`.
+pub fn check_ifname(name: &str) -> Result<(), CniError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(CniError::new(
+            code::INVALID_ENVIRONMENT,
+            "invalid interface name",
+            format!("CNI_IFNAME {name:?}: 1-15 bytes, no '/', ':' or whitespace"),
+        ));
+    }
+    Ok(())
 }
 
 /// What the daemon answered: HTTP-like status and JSON body (a CNI result or
@@ -267,6 +337,9 @@ fn dispatch(
         })?,
         config: raw,
     };
+    if per_container {
+        check_ifname(&req.ifname).map_err(|e| e.version(v))?;
+    }
     if cmd == Command::Add
         && !req.args.contains_key("K8S_POD_UID")
         && !req.args.contains_key("K8S_POD_NAME")
@@ -511,5 +584,39 @@ mod tests {
         assert_eq!(a["K8S_POD_NAME"], "a=b");
         assert!(parse_cni_args("").unwrap().is_empty());
         assert!(parse_cni_args("novalue").is_err());
+    }
+
+    #[test]
+    fn daemon_requests_are_checked() {
+        let ok = br#"{"command":"ADD","container_id":"c1","netns":"/run/netns/x","ifname":"eth0","args":{},"config":{"cniVersion":"1.1.0","name":"n","type":"kuryr-cni"}}"#;
+        let r = DaemonRequest::parse(ok).unwrap();
+        assert_eq!(r.command, Command::Add);
+        assert_eq!(r.cni_version(), "1.1.0");
+        let code_of = |b: &[u8]| DaemonRequest::parse(b).unwrap_err().code;
+        assert_eq!(code_of(b"{not json"), code::DECODE_FAILURE);
+        assert_eq!(code_of(br#"{"command":"ADD"}"#), code::DECODE_FAILURE);
+        let with = |f: &str, v: &str| {
+            let mut j: Value = serde_json::from_slice(ok).unwrap();
+            j[f] = json!(v);
+            serde_json::to_vec(&j).unwrap()
+        };
+        assert_eq!(code_of(&with("netns", "")), code::INVALID_ENVIRONMENT);
+        assert_eq!(code_of(&with("container_id", "")), code::INVALID_ENVIRONMENT);
+        assert_eq!(code_of(&with("ifname", "a/b")), code::INVALID_ENVIRONMENT);
+        assert_eq!(
+            code_of(&with("ifname", "sixteen-chars-xx")),
+            code::INVALID_ENVIRONMENT
+        );
+        let mut j: Value = serde_json::from_slice(ok).unwrap();
+        j["config"]["cniVersion"] = json!("9.9.9");
+        assert_eq!(
+            code_of(&serde_json::to_vec(&j).unwrap()),
+            code::INCOMPATIBLE_VERSION
+        );
+        // DEL needs no netns
+        let mut j: Value = serde_json::from_slice(ok).unwrap();
+        j["command"] = json!("DEL");
+        j["netns"] = json!("");
+        assert!(DaemonRequest::parse(&serde_json::to_vec(&j).unwrap()).is_ok());
     }
 }
