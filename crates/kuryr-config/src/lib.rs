@@ -81,6 +81,26 @@ pub struct VifPool {
     pub ports_pool_update_frequency: u32,
 }
 
+/// `[cni_daemon]`: the node daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniDaemon {
+    /// `vif_annotation_timeout`, seconds: how long an ADD waits for the
+    /// pod's VIF to appear and become active (kuryr-kubernetes: 60).
+    pub vif_annotation_timeout: u32,
+    /// `daemon_socket` (kuryr-rs): the unix socket kuryr-cni talks to.
+    pub daemon_socket: String,
+    /// `state_dir` (kuryr-rs): where the daemon records what it plugged.
+    pub state_dir: String,
+}
+
+/// `[binding]`: how nested pods reach the VM's NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// `link_iface`: the node VM's NIC (trunk parent) for nested-vlan and
+    /// nested-macvlan.
+    pub link_iface: String,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KuryrConfig {
@@ -92,6 +112,10 @@ pub struct KuryrConfig {
     pub pod_vif_nested: PodVifNested,
     /// `[vif_pool]`.
     pub vif_pool: VifPool,
+    /// `[cni_daemon]`.
+    pub cni_daemon: CniDaemon,
+    /// `[binding]`.
+    pub binding: Binding,
     /// `[neutron]`: keystoneauth options (auth_url, username, password,
     /// project_name, ... application_credential_id ...), passed to the
     /// OpenStack client as they are.
@@ -142,6 +166,11 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("pod_vif_nested", &["worker_nodes_subnets"]),
+    (
+        "cni_daemon",
+        &["vif_annotation_timeout", "daemon_socket", "state_dir"],
+    ),
+    ("binding", &["link_iface"]),
     (
         "vif_pool",
         &[
@@ -307,6 +336,16 @@ impl KuryrConfig {
                 ports_pool_max: num("vif_pool", "ports_pool_max", 0)?,
                 ports_pool_batch: num("vif_pool", "ports_pool_batch", 10)?.max(1),
                 ports_pool_update_frequency: num("vif_pool", "ports_pool_update_frequency", 20)?,
+            },
+            cni_daemon: CniDaemon {
+                vif_annotation_timeout: num("cni_daemon", "vif_annotation_timeout", 60)?.max(1),
+                daemon_socket: string("cni_daemon", "daemon_socket")
+                    .unwrap_or_else(|| "/run/kuryr/daemon.sock".into()),
+                state_dir: string("cni_daemon", "state_dir")
+                    .unwrap_or_else(|| "/var/lib/kuryr-daemon".into()),
+            },
+            binding: Binding {
+                link_iface: string("binding", "link_iface").unwrap_or_else(|| "eth0".into()),
             },
             neutron: ini
                 .section("neutron")

@@ -1,0 +1,573 @@
+//! kuryr-daemon: the node side of kuryr-rs. kuryr-cni hands it each CNI
+//! request over a unix socket; it finds the pod's VIF in the pod's
+//! KuryrPort (watched into a local cache), binds it in the pod's network
+//! namespace (netlink) and on the host (OVSDB), records what it did on
+//! disk, and answers with the CNI result.
+
+pub mod bind;
+pub mod cache;
+pub mod link;
+pub mod metrics;
+pub mod netns;
+pub mod ovsdb;
+pub mod server;
+pub mod state;
+
+use bind::{BindError, PlugEnv};
+use kuryr_cni::{CniError, Command, DaemonRequest, code};
+use kuryr_crds::{KuryrPort, Vif};
+use serde_json::{Value, json};
+use state::{Attachment, Phase, Store};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Plugin-specific CNI error codes (100 and up, as the spec asks).
+pub mod errcode {
+    /// Binding failed (netlink, OVSDB).
+    pub const BIND_FAILED: u32 = 100;
+    /// The interface name is taken in the pod.
+    pub const IFNAME_CLASH: u32 = 101;
+    /// The pod's network namespace does not exist.
+    pub const NETNS_GONE: u32 = 102;
+    /// CHECK found the interface not as it was plugged.
+    pub const CHECK_FAILED: u32 = 103;
+    /// The state directory cannot be written.
+    pub const STATE_FAILED: u32 = 104;
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's name (KuryrPorts labelled with it are ours).
+    pub node: String,
+    /// Where attachments are recorded.
+    pub state_dir: PathBuf,
+    /// ovsdb-server's unix socket.
+    pub ovsdb: PathBuf,
+    /// The VM's NIC for nested drivers.
+    pub link_iface: String,
+    /// MTU override (`[neutron_defaults] network_device_mtu`).
+    pub mtu: Option<u32>,
+    /// How long an ADD waits for the VIF to appear and to become active.
+    pub vif_timeout: Duration,
+}
+
+/// The daemon: shared by every request.
+pub struct Daemon {
+    /// Settings.
+    pub settings: Settings,
+    /// KuryrPorts of this node.
+    pub cache: cache::KpCache,
+    /// OVSDB client.
+    pub ovs: ovsdb::Ovsdb,
+    /// Thread doing setns.
+    pub netns: netns::NetnsThread,
+    /// Attachments on disk.
+    pub state: Store,
+    /// Metrics.
+    pub metrics: metrics::Metrics,
+    host: netns::NsNetlink,
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// What a request gets back: HTTP status and body.
+pub type Answer = (u16, Value);
+
+fn cni_err(c: u32, msg: impl Into<String>, details: impl Into<String>) -> CniError {
+    CniError::new(c, msg, details)
+}
+
+fn bind_err(e: BindError) -> CniError {
+    match e {
+        BindError::Clash(n) => cni_err(
+            errcode::IFNAME_CLASH,
+            "interface name clash",
+            format!("{n} already exists in the pod's network namespace"),
+        ),
+        BindError::Netns(netns::NetnsError::Gone(p)) => cni_err(
+            errcode::NETNS_GONE,
+            "the pod's network namespace does not exist",
+            p,
+        ),
+        e => cni_err(
+            errcode::BIND_FAILED,
+            "binding the pod failed",
+            e.to_string(),
+        ),
+    }
+}
+
+impl Daemon {
+    /// Opens the state dir and a host netlink socket; `cache` must already
+    /// be started.
+    pub fn new(settings: Settings, cache: cache::KpCache) -> anyhow::Result<Self> {
+        let state = Store::open(&settings.state_dir)?;
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        let task = tokio::spawn(conn);
+        let host = netns::NsNetlink::from_parts(handle, task);
+        let d = Self {
+            ovs: ovsdb::Ovsdb::new(&settings.ovsdb),
+            settings,
+            cache,
+            netns: netns::NetnsThread::new(),
+            metrics: metrics::Metrics::default(),
+            host,
+            state,
+            locks: Default::default(),
+        };
+        d.metrics
+            .attachments
+            .store(d.state.all().len() as u64, Ordering::Relaxed);
+        Ok(d)
+    }
+
+    fn env(&self) -> PlugEnv<'_> {
+        PlugEnv {
+            host: &self.host.handle,
+            ovs: &self.ovs,
+            netns: &self.netns,
+            link_iface: &self.settings.link_iface,
+            mtu: self.settings.mtu,
+        }
+    }
+
+    fn lock_of(&self, container_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().expect("locks");
+        // drop locks nobody holds any more
+        if m.len() > 1024 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry(container_id.to_owned()).or_default().clone()
+    }
+
+    fn count_attachments(&self) {
+        self.metrics
+            .attachments
+            .store(self.state.all().len() as u64, Ordering::Relaxed);
+    }
+
+    /// Handles one request body from kuryr-cni.
+    pub async fn handle(&self, body: &[u8]) -> Answer {
+        let t0 = Instant::now();
+        let req = match DaemonRequest::parse(body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.request("VERSION", false, 0.0);
+                return (400, serde_json::to_value(e).expect("error serialises"));
+            }
+        };
+        let v = req.cni_version().to_owned();
+        let name = format!("{:?}", req.command).to_uppercase();
+        let r = match req.command {
+            Command::Add => self.add(&req).await,
+            Command::Del => self.del(&req).await.map(|()| json!({})),
+            Command::Check => self.check(&req).await.map(|()| json!({})),
+            Command::Status => self.status().await.map(|()| json!({})),
+            Command::Gc => self.gc_request(&req).await.map(|()| json!({})),
+            Command::Version => {
+                Ok(json!({"cniVersion": v, "supportedVersions": kuryr_cni::SUPPORTED_VERSIONS}))
+            }
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        self.metrics.request(&name, r.is_ok(), secs);
+        match r {
+            Ok(v) => (200, v),
+            Err(e) => {
+                tracing::warn!(command = %name, container = %req.container_id, code = e.code, msg = %e.msg, details = %e.details, "CNI request failed");
+                (
+                    500,
+                    serde_json::to_value(e.version(&v)).expect("error serialises"),
+                )
+            }
+        }
+    }
+
+    async fn add(&self, req: &DaemonRequest) -> Result<Value, CniError> {
+        if !state::valid_container_id(&req.container_id) {
+            return Err(cni_err(
+                code::INVALID_ENVIRONMENT,
+                "invalid container id",
+                format!("CNI_CONTAINERID {:?}", req.container_id),
+            ));
+        }
+        let ns = req
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .cloned()
+            .unwrap_or_default();
+        let pod = req.args.get("K8S_POD_NAME").cloned().unwrap_or_default();
+        let uid = req.args.get("K8S_POD_UID").cloned();
+        if ns.is_empty() || pod.is_empty() {
+            return Err(cni_err(
+                code::INVALID_ENVIRONMENT,
+                "CNI_ARGS names no Kubernetes pod",
+                "K8S_POD_NAMESPACE and K8S_POD_NAME are needed",
+            ));
+        }
+        let lock = self.lock_of(&req.container_id);
+        let _g = lock.lock().await;
+        let prior = self.state.get(&req.container_id, &req.ifname);
+        if let Some(a) = &prior
+            && a.phase == Phase::Plugged
+            && a.netns == req.netns
+            && let Some(r) = &a.result
+        {
+            // a repeated ADD of a bound pod: the same answer, nothing touched
+            return Ok(r.clone());
+        }
+        let t_wait = Instant::now();
+        let timeout = self.settings.vif_timeout;
+        let ifname = req.ifname.clone();
+        let uid_ok = |kp: &KuryrPort| uid.as_deref().is_none_or(|u| u == kp.spec.pod_uid);
+        let found = self
+            .cache
+            .wait_for(&ns, &pod, timeout, |kp| {
+                let kp = kp.filter(|k| uid_ok(k))?;
+                let vif = vif_for(kp, &ifname)?;
+                Some((kp.spec.pod_uid.clone(), vif.clone()))
+            })
+            .await;
+        let Some((pod_uid, vif)) = found else {
+            return Err(cni_err(
+                code::TRY_AGAIN_LATER,
+                "timed out waiting for the pod's VIF",
+                format!(
+                    "no VIF for {ifname} in KuryrPort {ns}/{pod}{} after {}s; is kuryr-controller running?",
+                    uid.as_deref()
+                        .map(|u| format!(" (pod uid {u})"))
+                        .unwrap_or_default(),
+                    timeout.as_secs()
+                ),
+            ));
+        };
+        let mut att = Attachment {
+            container_id: req.container_id.clone(),
+            ifname: ifname.clone(),
+            netns: req.netns.clone(),
+            pod_namespace: ns.clone(),
+            pod_name: pod.clone(),
+            pod_uid,
+            driver: bind::driver_of(&vif),
+            port_id: vif.id.clone(),
+            host_links: vec![],
+            ovs_port: None,
+            phase: Phase::Plugging,
+            result: None,
+        };
+        // a previous attempt of this attachment: undo it first
+        if let Some(old) = &prior {
+            let _ = bind::unplug(&self.env(), old).await;
+        }
+        self.put(&att)?;
+        self.count_attachments();
+        let env = self.env();
+        if let Err(e) = bind::plug(&env, &vif, &mut att, prior.is_some()).await {
+            let cerr = bind_err(e);
+            self.undo(&att).await;
+            return Err(cerr);
+        }
+        self.put(&att)?;
+        // a side-by-side port goes ACTIVE once the OVS agent has wired it
+        let active = vif.active
+            || self
+                .cache
+                .wait_for(&ns, &pod, timeout.saturating_sub(t_wait.elapsed()), |kp| {
+                    kp.and_then(|k| vif_for(k, &ifname))
+                        .filter(|v| v.id == vif.id && v.active)
+                        .map(|_| ())
+                })
+                .await
+                .is_some();
+        self.metrics
+            .vif_wait
+            .observe(t_wait.elapsed().as_secs_f64());
+        if !active {
+            self.undo(&att).await;
+            return Err(cni_err(
+                code::TRY_AGAIN_LATER,
+                "timed out waiting for the pod's port to become ACTIVE",
+                format!(
+                    "Neutron port {} of {ns}/{pod} not ACTIVE after {}s",
+                    vif.id,
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        let iface = bind::pod_iface(&vif, &ifname, self.settings.mtu).map_err(bind_err)?;
+        let result = cni_result(req.cni_version(), &vif, &iface, &req.netns);
+        att.phase = Phase::Plugged;
+        att.result = Some(result.clone());
+        self.put(&att)?;
+        tracing::info!(pod = %format!("{ns}/{pod}"), container = %req.container_id, port = %vif.id, driver = ?att.driver, "pod plugged");
+        Ok(result)
+    }
+
+    fn put(&self, a: &Attachment) -> Result<(), CniError> {
+        self.state.put(a).map_err(|e| {
+            cni_err(
+                errcode::STATE_FAILED,
+                "cannot record the attachment",
+                e.to_string(),
+            )
+        })
+    }
+
+    /// Removes what `att` made, then its record (kept when removal failed,
+    /// so GC tries again).
+    async fn undo(&self, att: &Attachment) {
+        match bind::unplug(&self.env(), att).await {
+            Ok(()) => {
+                if let Err(e) = self.state.remove(&att.container_id, &att.ifname) {
+                    tracing::warn!(error = %e, "cannot remove state");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = %att.container_id, error = %e, "cleanup failed; GC will retry")
+            }
+        }
+        self.count_attachments();
+    }
+
+    async fn del(&self, req: &DaemonRequest) -> Result<(), CniError> {
+        if !state::valid_container_id(&req.container_id) {
+            // nothing of ours can carry such an id
+            return Ok(());
+        }
+        let lock = self.lock_of(&req.container_id);
+        let _g = lock.lock().await;
+        let env = self.env();
+        match self.state.get(&req.container_id, &req.ifname) {
+            Some(att) => {
+                bind::unplug(&env, &att).await.map_err(bind_err)?;
+                self.state
+                    .remove(&att.container_id, &att.ifname)
+                    .map_err(|e| {
+                        cni_err(
+                            errcode::STATE_FAILED,
+                            "cannot remove the attachment record",
+                            e.to_string(),
+                        )
+                    })?;
+                tracing::info!(pod = %format!("{}/{}", att.pod_namespace, att.pod_name), container = %att.container_id, "pod unplugged");
+            }
+            None => {
+                // no record (lost, or never plugged): OVS ports tagged with
+                // this container are still removed
+                let ports = self
+                    .ovs
+                    .ports_with(ovsdb::CONTAINER_KEY)
+                    .await
+                    .map_err(|e| bind_err(e.into()))?;
+                for p in ports
+                    .iter()
+                    .filter(|p| p.external_ids.get(ovsdb::CONTAINER_KEY) == Some(&req.container_id))
+                {
+                    self.ovs
+                        .del_port(&p.name)
+                        .await
+                        .map_err(|e| bind_err(e.into()))?;
+                    link::delete(env.host, &p.name)
+                        .await
+                        .map_err(|e| bind_err(e.into()))?;
+                }
+            }
+        }
+        self.count_attachments();
+        Ok(())
+    }
+
+    async fn check(&self, req: &DaemonRequest) -> Result<(), CniError> {
+        let Some(att) = self.state.get(&req.container_id, &req.ifname) else {
+            return Err(cni_err(
+                code::UNKNOWN_CONTAINER,
+                "unknown container",
+                format!(
+                    "{}/{} was not plugged by this daemon",
+                    req.container_id, req.ifname
+                ),
+            ));
+        };
+        let vif = self
+            .cache
+            .get(&att.pod_namespace, &att.pod_name)
+            .and_then(|kp| vif_for(&kp, &att.ifname).cloned())
+            .filter(|v| v.id == att.port_id)
+            .ok_or_else(|| {
+                cni_err(
+                    errcode::CHECK_FAILED,
+                    "the pod's VIF is gone",
+                    format!(
+                        "KuryrPort {}/{} no longer holds port {}",
+                        att.pod_namespace, att.pod_name, att.port_id
+                    ),
+                )
+            })?;
+        let wrong = bind::check(&self.env(), &vif, &att)
+            .await
+            .map_err(bind_err)?;
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(cni_err(
+                errcode::CHECK_FAILED,
+                "the pod's interface is not as plugged",
+                wrong.join("; "),
+            ))
+        }
+    }
+
+    /// Ready: the KuryrPort cache is synced and ovsdb-server answers.
+    pub async fn status(&self) -> Result<(), CniError> {
+        if !self.cache.synced() {
+            return Err(cni_err(
+                code::NOT_AVAILABLE,
+                "kuryr-daemon is not ready",
+                "the KuryrPort cache has not synced with the Kubernetes API yet",
+            ));
+        }
+        self.ovs.ping().await.map_err(|e| {
+            cni_err(
+                code::NOT_AVAILABLE,
+                "Open vSwitch is not reachable",
+                e.to_string(),
+            )
+        })
+    }
+
+    async fn gc_request(&self, req: &DaemonRequest) -> Result<(), CniError> {
+        let valid: Vec<(String, String)> = req.config["cni.dev/valid-attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| {
+                Some((
+                    a["containerID"].as_str()?.to_owned(),
+                    a["ifname"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        for att in self.state.all() {
+            if !valid
+                .iter()
+                .any(|(c, i)| *c == att.container_id && *i == att.ifname)
+            {
+                self.remove_stale(&att, "not a valid attachment (CNI GC)")
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_stale(&self, att: &Attachment, why: &str) {
+        let lock = self.lock_of(&att.container_id);
+        let _g = lock.lock().await;
+        // re-read under the lock: a concurrent DEL may have done it
+        if self.state.get(&att.container_id, &att.ifname).is_none() {
+            return;
+        }
+        tracing::info!(container = %att.container_id, pod = %format!("{}/{}", att.pod_namespace, att.pod_name), reason = why, "removing a stale attachment");
+        self.undo(att).await;
+        if self.state.get(&att.container_id, &att.ifname).is_none() {
+            self.metrics.gc_removed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One garbage-collection pass: attachments whose network namespace is
+    /// gone are unplugged and forgotten, and OVS ports kuryr made for a
+    /// container no record knows are deleted. Returns how many were removed.
+    pub async fn gc(&self) -> usize {
+        let before = self.metrics.gc_removed.load(Ordering::Relaxed);
+        for att in self.state.all() {
+            if !std::path::Path::new(&att.netns).exists() {
+                self.remove_stale(&att, "network namespace gone").await;
+            }
+        }
+        match self.ovs.ports_with(ovsdb::CONTAINER_KEY).await {
+            Ok(ports) => {
+                for p in ports {
+                    let cid = p.external_ids[ovsdb::CONTAINER_KEY].clone();
+                    let lock = self.lock_of(&cid);
+                    let _g = lock.lock().await;
+                    let known = self
+                        .state
+                        .of_container(&cid)
+                        .iter()
+                        .any(|a| a.ovs_port.as_deref() == Some(p.name.as_str()));
+                    if !known {
+                        tracing::info!(port = %p.name, container = %cid, "removing an OVS port no attachment records");
+                        if self.ovs.del_port(&p.name).await.is_ok() {
+                            let _ = link::delete(&self.host.handle, &p.name).await;
+                            self.metrics.gc_removed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "GC: cannot list OVS ports"),
+        }
+        (self.metrics.gc_removed.load(Ordering::Relaxed) - before) as usize
+    }
+}
+
+/// The VIF of `ifname` in a KuryrPort (the default VIF answers for any name
+/// when there is no entry of that name).
+pub fn vif_for<'a>(kp: &'a KuryrPort, ifname: &str) -> Option<&'a Vif> {
+    let st = kp.status.as_ref()?;
+    st.vifs
+        .get(ifname)
+        .map(|e| &e.vif)
+        .or_else(|| st.default_vif())
+}
+
+/// The CNI result of a bound VIF, in the config's CNI version.
+pub fn cni_result(version: &str, vif: &Vif, iface: &link::PodIface, netns: &str) -> Value {
+    let old = version.starts_with("0.");
+    let ips: Vec<Value> = iface
+        .addrs
+        .iter()
+        .map(|(ip, len)| {
+            let gw = vif
+                .network
+                .subnets
+                .iter()
+                .find(|s| {
+                    s.ips
+                        .iter()
+                        .any(|i| i.parse::<std::net::IpAddr>().ok() == Some(*ip))
+                })
+                .and_then(|s| s.gateway.clone());
+            let mut o = json!({"address": format!("{ip}/{len}"), "interface": 0});
+            if let Some(g) = gw {
+                o["gateway"] = json!(g);
+            }
+            if old {
+                o["version"] = json!(if ip.is_ipv4() { "4" } else { "6" });
+            }
+            o
+        })
+        .collect();
+    let routes: Vec<Value> = iface
+        .routes
+        .iter()
+        .map(|r| json!({"dst": format!("{}/{}", r.dst.0, r.dst.1), "gw": r.gw.to_string()}))
+        .collect();
+    let dns: Vec<String> = vif
+        .network
+        .subnets
+        .iter()
+        .flat_map(|s| s.dns.iter().cloned())
+        .collect();
+    let mut r = json!({
+        "cniVersion": version,
+        "interfaces": [{"name": iface.name, "mac": link::format_mac(&iface.mac), "sandbox": netns}],
+        "ips": ips,
+        "routes": routes,
+        "dns": {},
+    });
+    if !dns.is_empty() {
+        r["dns"] = json!({"nameservers": dns});
+    }
+    r
+}

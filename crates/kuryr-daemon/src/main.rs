@@ -1,0 +1,152 @@
+//! kuryr-daemon: binds this node's pods to their Neutron ports for kuryr-cni.
+
+use anyhow::Context as _;
+use clap::Parser;
+use kuryr_config::KuryrConfig;
+use kuryr_daemon::{Daemon, Settings, cache::KpCache, server};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// kuryr-rs node daemon: answers kuryr-cni on a unix socket, binding each
+/// pod to the Neutron port in its KuryrPort (veth into OVS, macvlan or VLAN
+/// of the VM's NIC).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// kuryr.conf (kuryr-kubernetes option names; [cni_daemon], [binding],
+    /// [neutron_defaults] are read).
+    #[arg(
+        long,
+        env = "KURYR_CONFIG_FILE",
+        default_value = "/etc/kuryr/kuryr.conf"
+    )]
+    config_file: PathBuf,
+    /// kubeconfig; default: KUBECONFIG, ~/.kube/config or in-cluster.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// This node's Kubernetes name (KuryrPorts labelled with it are ours).
+    #[arg(long, env = "KURYR_NODE_NAME")]
+    node_name: Option<String>,
+    /// CNI socket (default: [cni_daemon] daemon_socket, /run/kuryr/daemon.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// State directory (default: [cni_daemon] state_dir, /var/lib/kuryr-daemon).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// ovsdb-server's unix socket.
+    #[arg(
+        long,
+        env = "OVSDB_SOCK",
+        default_value = "/var/run/openvswitch/db.sock"
+    )]
+    ovsdb: PathBuf,
+    /// Where /alive, /ready and /metrics are served.
+    #[arg(
+        long,
+        env = "KURYR_DAEMON_METRICS_ADDRESS",
+        default_value = "127.0.0.1:9655"
+    )]
+    metrics_address: String,
+    /// Seconds between garbage-collection passes (0: only at start).
+    #[arg(long, default_value_t = 60)]
+    gc_interval: u64,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
+    }
+    let text = match std::fs::read_to_string(&args.config_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(file = %args.config_file.display(), "no kuryr.conf: defaults and environment only");
+            String::new()
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", args.config_file.display())),
+    };
+    let (cfg, warnings) = KuryrConfig::parse(&text, |k| std::env::var(k).ok())?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let node = match args.node_name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("no --node-name and no hostname")?
+            .trim()
+            .to_owned(),
+    };
+    let kube_cfg = match &args.kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(kube_cfg)?;
+    let settings = Settings {
+        node: node.clone(),
+        state_dir: args
+            .state_dir
+            .unwrap_or_else(|| cfg.cni_daemon.state_dir.clone().into()),
+        ovsdb: args.ovsdb,
+        link_iface: cfg.binding.link_iface.clone(),
+        mtu: cfg.neutron_defaults.network_device_mtu,
+        vif_timeout: Duration::from_secs(cfg.cni_daemon.vif_annotation_timeout.into()),
+    };
+    let socket = args
+        .socket
+        .unwrap_or_else(|| cfg.cni_daemon.daemon_socket.clone().into());
+    let listener = server::bind_cni_socket(&socket)?;
+    let cache = KpCache::start(client, &node);
+    let daemon = Arc::new(Daemon::new(settings, cache)?);
+    let (addr, _health) = server::serve_health(&args.metrics_address, daemon.clone())
+        .await
+        .with_context(|| format!("serving metrics on {}", args.metrics_address))?;
+    tracing::info!(node = %node, socket = %socket.display(), metrics = %addr, attachments = daemon.state.all().len(), "kuryr-daemon running");
+    let gc = {
+        let d = daemon.clone();
+        let every = args.gc_interval;
+        tokio::spawn(async move {
+            loop {
+                let n = d.gc().await;
+                if n > 0 {
+                    tracing::info!(removed = n, "garbage collection");
+                }
+                if every == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(every)).await;
+            }
+        })
+    };
+    let cni = tokio::spawn(server::serve_cni(listener, daemon.clone()));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping; pods stay plugged");
+    cni.abort();
+    gc.abort();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! kuryr-cni + kuryr-daemon with the OVS driver against the stack's real
+//! Open vSwitch (userspace datapath) and kube-apiserver, pods as network
+//! namespaces made by the test.
+#![cfg(feature = "stack")]
+
+mod common;
+
+use common::*;
+use kuryr_stack_tests::env::StackEnv;
+use kuryr_stack_tests::finally;
+use kuryr_stack_tests::net::Netns;
+
+#[tokio::test]
+async fn add_check_del_with_an_active_vif() -> anyhow::Result<()> {
+    let env = StackEnv::load()?;
+    env.require("k8s")?;
+    env.require("ovs")?;
+    let client = kube_client(&env).await?;
+    let ns = namespace(&client).await?;
+    let c2 = client.clone();
+    let ns2 = ns.clone();
+    finally(
+        async {
+            let d = Daemon::start(&env, &[])?;
+            let vif = fake_vif(1, "10.250.1.0/24", true);
+            kuryrport(&client, &ns, "pod-a", "uid-a", &d.node, Some(vif.clone())).await?;
+            let pod_ns = Netns::new("kdp")?;
+            let netns = format!("/var/run/netns/{}", pod_ns.name);
+            let call = CniCall {
+                command: "ADD",
+                container_id: "cid-a-1",
+                netns: &netns,
+                ifname: "eth0",
+                pod: (&ns, "pod-a", "uid-a"),
+            };
+            let (rc, out) = cni(&call, &d.conf("1.1.0"));
+            assert_eq!(rc, 0, "ADD: {out}\n{}", d.log_text());
+            assert_eq!(out["ips"][0]["address"], "10.250.1.3/24", "{out}");
+            assert_eq!(out["interfaces"][0]["mac"], vif.address.as_str());
+            let shown = pod_ns.ip(&["-o", "addr", "show", "dev", "eth0"])?;
+            assert!(shown.contains("10.250.1.3/24"), "{shown}");
+            let routes = pod_ns.ip(&["route"])?;
+            assert!(routes.contains("default via 10.250.1.1"), "{routes}");
+            assert!(pod_ns.ip(&["link", "show", "eth0"])?.contains("mtu 1450"));
+            let tap = kuryr_crds::vif::vif_name(&vif.id);
+            assert!(link_exists(&tap), "host end {tap}");
+            assert_eq!(ovs_ports_of(&env, "cid-a-1"), vec![tap.clone()]);
+            let ids = vsctl(&env, &["get", "Interface", &tap, "external_ids"]);
+            assert!(ids.contains(&format!("iface-id=\"{}\"", vif.id)), "{ids}");
+            assert!(ids.contains("iface-status=active"), "{ids}");
+            assert!(ids.contains("vm-uuid=uid-a"), "{ids}");
+            // CHECK passes, a repeated ADD answers the same without replugging
+            let (rc, out) = cni(&CniCall { command: "CHECK", ..call }, &d.conf("1.1.0"));
+            assert_eq!(rc, 0, "CHECK: {out}");
+            let idx = std::fs::read_to_string(format!("/sys/class/net/{tap}/ifindex"))?;
+            let (rc, again) = cni(&call, &d.conf("1.1.0"));
+            assert_eq!(rc, 0);
+            assert_eq!(again["ips"], serde_json::json!([{"address": "10.250.1.3/24", "gateway": "10.250.1.1", "interface": 0}]));
+            assert_eq!(idx, std::fs::read_to_string(format!("/sys/class/net/{tap}/ifindex"))?);
+            // CHECK notices a removed address
+            pod_ns.ip(&["addr", "del", "10.250.1.3/24", "dev", "eth0"])?;
+            let (rc, out) = cni(&CniCall { command: "CHECK", ..call }, &d.conf("1.1.0"));
+            assert_eq!(rc, 1);
+            assert_eq!(out["code"], 103, "{out}");
+            // DEL, twice
+            for _ in 0..2 {
+                let (rc, out) = cni(&CniCall { command: "DEL", ..call }, &d.conf("1.1.0"));
+                assert_eq!(rc, 0, "DEL: {out}");
+            }
+            assert!(!link_exists(&tap));
+            assert!(ovs_ports_of(&env, "cid-a-1").is_empty());
+            assert!(d.state_files().is_empty(), "{:?}", d.state_files());
+            let m = http_get(&d.metrics, "/metrics")?;
+            assert!(m.contains("kuryr_cni_requests_total{command=\"ADD\",result=\"ok\"} 2"), "{m}");
+            Ok(())
+        },
+        async move { drop_namespace(&c2, &ns2).await },
+    )
+    .await
+}
