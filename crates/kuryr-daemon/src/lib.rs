@@ -498,7 +498,7 @@ impl Daemon {
                         .any(|a| a.ovs_port.as_deref() == Some(p.name.as_str()));
                     if !known {
                         tracing::info!(port = %p.name, container = %cid, "removing an OVS port no attachment records");
-                        if self.ovs.del_port(&p.name).await.is_ok() {
+                        if let Ok(true) = self.ovs.del_port(&p.name).await {
                             let _ = link::delete(&self.host.handle, &p.name).await;
                             self.metrics.gc_removed.fetch_add(1, Ordering::Relaxed);
                         }

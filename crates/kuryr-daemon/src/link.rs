@@ -284,12 +284,20 @@ pub async fn add_vlan(
 }
 
 async fn parent_index(h: &Handle, parent: &str) -> Result<u32, LinkError> {
-    match get(h, parent).await? {
+    index_of(h, parent).await.map_err(|e| LinkError {
+        op: format!("finding the node's NIC {parent}"),
+        msg: format!("{} (set [binding] link_iface)", e.msg),
+        ..e
+    })
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<u32, LinkError> {
+    match get(h, name).await? {
         Some(l) => Ok(l.index),
         None => Err(LinkError {
-            op: format!("finding the node's NIC {parent}"),
+            op: format!("finding link {name}"),
             errno: Some(ENODEV),
-            msg: "no such device (set [binding] link_iface)".into(),
+            msg: "no such device".into(),
         }),
     }
 }
@@ -316,8 +324,8 @@ pub async fn add_bridge(h: &Handle, name: &str) -> Result<(), LinkError> {
 
 /// Enslaves `name` to bridge `master`.
 pub async fn set_master(h: &Handle, name: &str, master: &str) -> Result<(), LinkError> {
-    let m = parent_index(h, master).await?;
-    let l = parent_index(h, name).await?;
+    let m = index_of(h, master).await?;
+    let l = index_of(h, name).await?;
     h.link()
         .set(LinkUnspec::new_with_index(l).controller(m).build())
         .execute()
@@ -327,7 +335,7 @@ pub async fn set_master(h: &Handle, name: &str, master: &str) -> Result<(), Link
 
 /// Sets link `name` up.
 pub async fn set_up(h: &Handle, name: &str) -> Result<(), LinkError> {
-    let l = parent_index(h, name).await?;
+    let l = index_of(h, name).await?;
     h.link()
         .set(LinkUnspec::new_with_index(l).up().build())
         .execute()

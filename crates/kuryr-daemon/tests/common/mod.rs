@@ -210,7 +210,12 @@ pub fn cni_raw(call: &CniCall, stdin: &[u8]) -> (i32, Value) {
 /// A VIF that no Neutron port stands behind: for daemon-only tests, where
 /// only the data in the KuryrPort matters.
 pub fn fake_vif(n: u32, subnet: &str, active: bool) -> Vif {
-    let port_id = format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), n);
+    // the first 11 characters name the host device: make them unique
+    let port_id = format!(
+        "{n:08x}-{:04x}-4000-8000-{:012x}",
+        std::process::id() % 0x10000,
+        n
+    );
     let base = subnet
         .rsplit_once('.')
         .map(|(a, _)| a)

@@ -1,0 +1,326 @@
+//! Bad input, a VIF that never comes, a clash, a daemon killed mid-ADD or
+//! restarted, and garbage collection: each ends with a clear CNI error or a
+//! working pod, and nothing left behind.
+#![cfg(feature = "stack")]
+
+mod common;
+
+use common::*;
+use kuryr_stack_tests::env::StackEnv;
+use kuryr_stack_tests::finally;
+use kuryr_stack_tests::net::Netns;
+use std::time::Duration;
+
+async fn with_namespace<F, Fut>(f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(StackEnv, kube::Client, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let env = StackEnv::load()?;
+    env.require("k8s")?;
+    env.require("ovs")?;
+    let client = kube_client(&env).await?;
+    let ns = namespace(&client).await?;
+    let (c2, ns2) = (client.clone(), ns.clone());
+    finally(f(env, client, ns), async move {
+        drop_namespace(&c2, &ns2).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_cni_error_and_leaves_nothing() -> anyhow::Result<()> {
+    with_namespace(|env, client, ns| async move {
+        let d = Daemon::start(&env, &[("KURYR_CNI_DAEMON__VIF_ANNOTATION_TIMEOUT", "2")])?;
+        let pod_ns = Netns::new("kdf")?;
+        let netns = format!("/var/run/netns/{}", pod_ns.name);
+        let call = CniCall {
+            command: "ADD",
+            container_id: "cid-bad-1",
+            netns: &netns,
+            ifname: "eth0",
+            pod: (&ns, "pod-never", "uid-never"),
+        };
+        let conf = d.conf("1.0.0");
+        // malformed JSON, unknown version, missing CNI_NETNS: refused by the plugin
+        let (rc, out) = cni_raw(&call, b"{\"cniVersion\": ");
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(6)), "{out}");
+        let mut bad = conf.clone();
+        bad["cniVersion"] = "9.9.9".into();
+        let (rc, out) = cni(&call, &bad);
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(1)), "{out}");
+        let (rc, out) = cni(&CniCall { netns: "", ..call }, &conf);
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(4)), "{out}");
+        let (rc, out) = cni(
+            &CniCall {
+                ifname: "way-too-long-name0",
+                ..call
+            },
+            &conf,
+        );
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(4)), "{out}");
+        // no KuryrPort ever: try again later, after the configured 2 s
+        let t = std::time::Instant::now();
+        let (rc, out) = cni(&call, &conf);
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(11)), "{out}");
+        assert!(out["msg"].as_str().unwrap().contains("VIF"), "{out}");
+        assert!(t.elapsed() >= Duration::from_secs(2));
+        // a KuryrPort of another pod with the same name (other UID) does not count
+        kuryrport(
+            &client,
+            &ns,
+            "pod-never",
+            "uid-other",
+            &d.node,
+            Some(fake_vif(20, "10.250.2.0/24", true)),
+        )
+        .await?;
+        let (rc, out) = cni(&call, &conf);
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(11)), "{out}");
+        // a VIF that never goes ACTIVE: unplugged again after the timeout
+        let vif = fake_vif(21, "10.250.2.0/24", false);
+        kuryrport(
+            &client,
+            &ns,
+            "pod-down",
+            "uid-down",
+            &d.node,
+            Some(vif.clone()),
+        )
+        .await?;
+        let down = CniCall {
+            container_id: "cid-bad-2",
+            pod: (&ns, "pod-down", "uid-down"),
+            ..call
+        };
+        let (rc, out) = cni(&down, &conf);
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(11)), "{out}");
+        assert!(out["msg"].as_str().unwrap().contains("ACTIVE"), "{out}");
+        let tap = kuryr_crds::vif::vif_name(&vif.id);
+        assert!(!link_exists(&tap));
+        assert!(ovs_ports_of(&env, "cid-bad-2").is_empty());
+        assert!(
+            pod_ns.ip(&["link", "show", "eth0"]).is_err(),
+            "eth0 left in the pod"
+        );
+        // the netns is gone
+        let vif = fake_vif(22, "10.250.2.0/24", true);
+        kuryrport(
+            &client,
+            &ns,
+            "pod-gone",
+            "uid-gone",
+            &d.node,
+            Some(vif.clone()),
+        )
+        .await?;
+        let gone = CniCall {
+            container_id: "cid-bad-3",
+            netns: "/var/run/netns/kuryr-no-such-netns",
+            pod: (&ns, "pod-gone", "uid-gone"),
+            ..call
+        };
+        let (rc, out) = cni(&gone, &conf);
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(102)), "{out}");
+        // an eth0 that is not ours in the pod: a clash, nothing made
+        pod_ns.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "notours0",
+        ])?;
+        let clash = CniCall {
+            container_id: "cid-bad-4",
+            netns: &netns,
+            ..gone
+        };
+        let (rc, out) = cni(&clash, &conf);
+        assert_eq!((rc, out["code"].as_u64()), (1, Some(101)), "{out}");
+        assert!(
+            pod_ns
+                .ip(&["link", "show", "eth0"])?
+                .contains("eth0@notours0")
+        );
+        let tap = kuryr_crds::vif::vif_name(&vif.id);
+        assert!(!link_exists(&tap));
+        for c in ["cid-bad-1", "cid-bad-2", "cid-bad-3", "cid-bad-4"] {
+            assert!(ovs_ports_of(&env, c).is_empty(), "{c}");
+        }
+        assert!(d.state_files().is_empty(), "{:?}", d.state_files());
+        // DEL of what never was, and DEL without a netns, succeed
+        let (rc, out) = cni(
+            &CniCall {
+                command: "DEL",
+                netns: "",
+                ..clash
+            },
+            &conf,
+        );
+        assert_eq!(rc, 0, "{out}");
+        // STATUS is fine, GC with nothing to do too
+        let (rc, out) = cni(
+            &CniCall {
+                command: "STATUS",
+                ..call
+            },
+            &d.conf("1.1.0"),
+        );
+        assert_eq!(rc, 0, "{out}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn restart_keeps_pods_and_a_kill_mid_add_recovers() -> anyhow::Result<()> {
+    with_namespace(|env, client, ns| async move {
+        let mut d = Daemon::start(&env, &[])?;
+        let conf = d.conf("1.1.0");
+        // a plugged pod survives a SIGKILL of the daemon untouched
+        let vif = fake_vif(30, "10.250.3.0/24", true);
+        kuryrport(&client, &ns, "pod-r", "uid-r", &d.node, Some(vif.clone())).await?;
+        let pod_ns = Netns::new("kdr")?;
+        let netns = format!("/var/run/netns/{}", pod_ns.name);
+        let call = CniCall {
+            command: "ADD",
+            container_id: "cid-r-1",
+            netns: &netns,
+            ifname: "eth0",
+            pod: (&ns, "pod-r", "uid-r"),
+        };
+        let (rc, first) = cni(&call, &conf);
+        assert_eq!(rc, 0, "{first}");
+        let tap = kuryr_crds::vif::vif_name(&vif.id);
+        let idx = std::fs::read_to_string(format!("/sys/class/net/{tap}/ifindex"))?;
+        let pod_idx = pod_ns.ip(&["-o", "link", "show", "eth0"])?;
+        d.kill();
+        d.spawn(&env)?;
+        assert_eq!(
+            idx,
+            std::fs::read_to_string(format!("/sys/class/net/{tap}/ifindex"))?
+        );
+        assert_eq!(pod_idx, pod_ns.ip(&["-o", "link", "show", "eth0"])?);
+        let (rc, out) = cni(
+            &CniCall {
+                command: "CHECK",
+                ..call
+            },
+            &conf,
+        );
+        assert_eq!(rc, 0, "CHECK after restart: {out}");
+        let (rc, again) = cni(&call, &conf);
+        assert_eq!((rc, &again), (0, &first));
+        assert_eq!(ovs_ports_of(&env, "cid-r-1"), vec![tap.clone()]);
+
+        // killed while an ADD waits for its VIF: the runtime's retry works
+        kuryrport(&client, &ns, "pod-k", "uid-k", &d.node, None).await?;
+        let pod_k = Netns::new("kdk")?;
+        let netns_k = format!("/var/run/netns/{}", pod_k.name);
+        let call_k = CniCall {
+            container_id: "cid-k-1",
+            netns: &netns_k,
+            pod: (&ns, "pod-k", "uid-k"),
+            ..call
+        };
+        let pending = {
+            let conf = conf.clone();
+            let (cid, nsn, pns) = ("cid-k-1".to_string(), netns_k.clone(), ns.clone());
+            std::thread::spawn(move || {
+                let c = CniCall {
+                    command: "ADD",
+                    container_id: &cid,
+                    netns: &nsn,
+                    ifname: "eth0",
+                    pod: (&pns, "pod-k", "uid-k"),
+                };
+                cni(&c, &conf)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        d.kill();
+        let (rc, out) = pending.join().unwrap();
+        assert_eq!(rc, 1, "{out}");
+        assert_eq!(out["code"], 11, "a dead daemon means try again: {out}");
+        let vif_k = fake_vif(31, "10.250.3.0/24", true);
+        set_vif(&client, &ns, "pod-k", &vif_k).await?;
+        d.spawn(&env)?;
+        let (rc, out) = cni(&call_k, &conf);
+        assert_eq!(rc, 0, "{out}");
+        assert_eq!(ovs_ports_of(&env, "cid-k-1").len(), 1);
+
+        // an attachment left half-made (crash between two steps) is replaced
+        d.kill();
+        let state = d.dir.join("state").join("cid-k-1_eth0.json");
+        let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&state)?)?;
+        rec["phase"] = "plugging".into();
+        std::fs::write(&state, serde_json::to_vec(&rec)?)?;
+        d.spawn(&env)?;
+        let (rc, out) = cni(&call_k, &conf);
+        assert_eq!(rc, 0, "ADD over a half-made attachment: {out}");
+        assert_eq!(ovs_ports_of(&env, "cid-k-1").len(), 1);
+        let (rc, out) = cni(
+            &CniCall {
+                command: "CHECK",
+                ..call_k
+            },
+            &conf,
+        );
+        assert_eq!(rc, 0, "{out}");
+
+        // GC: the sandbox of pod-r vanished without a DEL; a restart's GC
+        // removes its OVS port, host link and record
+        drop(pod_ns);
+        d.kill();
+        d.spawn(&env)?;
+        kuryr_stack_tests::wait_until(
+            "GC of the vanished pod",
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || async {
+                Ok((ovs_ports_of(&env, "cid-r-1").is_empty() && !link_exists(&tap)).then_some(()))
+            },
+        )
+        .await?;
+        assert_eq!(d.state_files(), vec!["cid-k-1_eth0.json".to_string()]);
+        let m = http_get(&d.metrics, "/metrics")?;
+        assert!(m.contains("kuryr_cni_gc_removed_total 1"), "{m}");
+        // an OVS port tagged by kuryr that no record knows is collected too
+        vsctl(
+            &env,
+            &[
+                "add-port",
+                "br-int",
+                "kdorphan0",
+                "--",
+                "set",
+                "Interface",
+                "kdorphan0",
+                "type=internal",
+                "external_ids:kuryr-container-id=cid-orphan",
+            ],
+        );
+        assert_eq!(ovs_ports_of(&env, "cid-orphan").len(), 1);
+        d.kill();
+        d.spawn(&env)?;
+        kuryr_stack_tests::wait_until(
+            "GC of the orphan OVS port",
+            Duration::from_secs(20),
+            Duration::from_millis(200),
+            || async { Ok(ovs_ports_of(&env, "cid-orphan").is_empty().then_some(())) },
+        )
+        .await?;
+        // CNI GC: everything not listed as valid goes
+        let mut gc = d.conf("1.1.0");
+        gc["cni.dev/valid-attachments"] = serde_json::json!([]);
+        let (rc, out) = cni(
+            &CniCall {
+                command: "GC",
+                ..call_k
+            },
+            &gc,
+        );
+        assert_eq!(rc, 0, "{out}");
+        assert!(ovs_ports_of(&env, "cid-k-1").is_empty());
+        assert!(pod_k.ip(&["link", "show", "eth0"]).is_err());
+        assert!(d.state_files().is_empty());
+        Ok(())
+    })
+    .await
+}
