@@ -10,7 +10,7 @@
 
 use crate::link::{self, EEXIST, EOPNOTSUPP, LinkError, PodIface, PodRoute};
 use crate::netns::{NetnsError, NetnsThread, open_netns};
-use crate::ovsdb::{CONTAINER_KEY, Ovsdb, OvsdbError};
+use crate::ovsdb::{CONTAINER_KEY, NODE_KEY, Ovsdb, OvsdbError};
 use crate::state::{Attachment, Driver};
 use kuryr_crds::{Vif, VifKind};
 use rtnetlink::Handle;
@@ -119,6 +119,98 @@ pub fn pod_iface(
     })
 }
 
+/// The host links and OVS port a driver makes for `vif`, known before
+/// anything is made (recorded first, so a crash leaves nothing unknown).
+pub fn planned(driver: Driver, vif: &Vif) -> (Vec<String>, Option<String>) {
+    let tap = dev_name("tap", &vif.id);
+    match driver {
+        Driver::Ovs => (vec![tap.clone()], Some(tap)),
+        Driver::Hybrid => (
+            vec![tap, dev_name("qbr", &vif.id), dev_name("qvb", &vif.id)],
+            Some(dev_name("qvo", &vif.id)),
+        ),
+        Driver::Macvlan | Driver::Vlan => (vec![], None),
+    }
+}
+
+/// Temporary name of a prepared pod end in the host namespace: `kp` + port id.
+pub fn prepared_name(port_id: &str) -> String {
+    dev_name("kp", port_id)
+}
+
+/// The external_ids of a pod's OVS interface: what Neutron's OVS agent
+/// reads (iface-id, attached-mac, iface-status, vm-uuid) and the owner.
+fn ovs_ids(vif: &Vif, pod_uid: &str, container_id: &str, node: &str) -> BTreeMap<String, String> {
+    [
+        ("iface-id", vif.id.as_str()),
+        ("attached-mac", vif.address.as_str()),
+        ("iface-status", "active"),
+        ("vm-uuid", pod_uid),
+        (CONTAINER_KEY, container_id),
+        (NODE_KEY, node),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn ovs_bridge(vif: &Vif) -> String {
+    match &vif.kind {
+        VifKind::OpenVSwitch { bridge_name } => bridge_name.clone(),
+        _ => vif
+            .network
+            .bridge
+            .clone()
+            .unwrap_or_else(|| "br-int".into()),
+    }
+}
+
+/// Plugs an OVS VIF ahead of its pod: veth `tapXXX` ↔ `kpXXX`, both in the
+/// host namespace, `tapXXX` in OVS (confirmed applied). `att` is the
+/// prepared record (`ifname` = the `kp` name).
+pub async fn prepare(env: &PlugEnv<'_>, vif: &Vif, att: &Attachment) -> Result<(), BindError> {
+    let iface = pod_iface(vif, &att.ifname, env.mtu)?;
+    let tap = dev_name("tap", &vif.id);
+    match link::add_veth_local(env.host, &tap, &att.ifname, iface.mac, iface.mtu).await {
+        Err(e) if e.is(EEXIST) => {
+            link::delete(env.host, &tap).await?;
+            link::delete(env.host, &att.ifname).await?;
+            link::add_veth_local(env.host, &tap, &att.ifname, iface.mac, iface.mtu).await?;
+        }
+        r => r?,
+    }
+    let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);
+    env.ovs.add_port(&ovs_bridge(vif), &tap, "", &ids).await?;
+    Ok(())
+}
+
+/// Hands a prepared VIF to its pod: the `kp` end moves into the pod's
+/// namespace as `att.ifname` and is configured there; the OVS interface
+/// changes owner. Nothing waits for ovs-vswitchd: the port is already in.
+pub async fn adopt(
+    env: &PlugEnv<'_>,
+    vif: &Vif,
+    prepared: &Attachment,
+    att: &Attachment,
+) -> Result<(), BindError> {
+    let iface = pod_iface(vif, &att.ifname, env.mtu)?;
+    let ns = open_netns(Path::new(&att.netns))?;
+    let pod = env.netns.open(Path::new(&att.netns)).await?;
+    if link::get(&pod.handle, &att.ifname).await?.is_some() {
+        return Err(BindError::Clash(att.ifname.clone()));
+    }
+    link::move_into(env.host, &prepared.ifname, &ns, &att.ifname).await?;
+    let tap = prepared.ovs_port.clone().unwrap_or_default();
+    let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);
+    let (pod_done, ovs_done) = tokio::join!(
+        link::configure_pod(&pod.handle, &iface),
+        env.ovs.set_external_ids(&tap, &ids)
+    );
+    pod_done?;
+    ovs_done?;
+    Ok(())
+}
+
 /// What a plug needs beyond the VIF.
 pub struct PlugEnv<'a> {
     /// Host netlink.
@@ -131,6 +223,8 @@ pub struct PlugEnv<'a> {
     pub link_iface: &'a str,
     /// `[neutron_defaults] network_device_mtu`.
     pub mtu: Option<u32>,
+    /// This node's name, recorded on the OVS ports made (`kuryr-node`).
+    pub node: &'a str,
 }
 
 /// Binds `vif` as `att` describes (`att.host_links` / `ovs_port` are filled
@@ -143,9 +237,11 @@ pub async fn plug(
     att: &mut Attachment,
     adopt: bool,
 ) -> Result<(), BindError> {
+    let t0 = std::time::Instant::now();
     let iface = pod_iface(vif, &att.ifname, env.mtu)?;
     let ns = open_netns(Path::new(&att.netns))?;
     let pod = env.netns.open(Path::new(&att.netns)).await?;
+    let t_ns = t0.elapsed();
     if link::get(&pod.handle, &att.ifname).await?.is_some() {
         if !adopt {
             return Err(BindError::Clash(att.ifname.clone()));
@@ -155,48 +251,40 @@ pub async fn plug(
     }
     match att.driver {
         Driver::Ovs | Driver::Hybrid => {
-            let tap = dev_name("tap", &vif.id);
-            // a leftover host end (named after the port: only ours) is replaced
-            link::delete(env.host, &tap).await?;
-            att.host_links = vec![tap.clone()];
-            link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu).await?;
-            link::configure_pod(&pod.handle, &iface).await?;
-            let ovs_dev = if att.driver == Driver::Hybrid {
-                let (qbr, qvb, qvo) = (
-                    dev_name("qbr", &vif.id),
-                    dev_name("qvb", &vif.id),
-                    dev_name("qvo", &vif.id),
-                );
-                att.host_links = vec![tap.clone(), qbr.clone(), qvb.clone()];
+            let (links, ovs_dev) = planned(att.driver, vif);
+            let ovs_dev = ovs_dev.expect("OVS drivers plug into OVS");
+            att.host_links = links;
+            att.ovs_port = Some(ovs_dev.clone());
+            let tap = att.host_links[0].clone();
+            let made = link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu).await;
+            match made {
+                // a leftover host end (named after the port: only ours) is replaced
+                Err(e) if e.is(EEXIST) && link::get(env.host, &tap).await?.is_some() => {
+                    tracing::info!(link = %tap, "replacing a leftover host link");
+                    link::delete(env.host, &tap).await?;
+                    link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu).await?;
+                }
+                r => r?,
+            }
+            let t_veth = t0.elapsed();
+            let bridge = ovs_bridge(vif);
+            let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);
+            if att.driver == Driver::Hybrid {
+                let (qbr, qvb) = (att.host_links[1].clone(), att.host_links[2].clone());
                 link::add_bridge(env.host, &qbr).await?;
                 link::set_master(env.host, &tap, &qbr).await?;
                 link::delete(env.host, &qvb).await?;
-                link::add_host_veth(env.host, &qvb, &qvo, iface.mtu).await?;
+                link::add_host_veth(env.host, &qvb, &ovs_dev, iface.mtu).await?;
                 link::set_master(env.host, &qvb, &qbr).await?;
-                qvo
-            } else {
-                tap
-            };
-            let bridge = match &vif.kind {
-                VifKind::OpenVSwitch { bridge_name } => bridge_name.clone(),
-                _ => vif
-                    .network
-                    .bridge
-                    .clone()
-                    .unwrap_or_else(|| "br-int".into()),
-            };
-            let ids: BTreeMap<String, String> = [
-                ("iface-id", vif.id.as_str()),
-                ("attached-mac", vif.address.as_str()),
-                ("iface-status", "active"),
-                ("vm-uuid", att.pod_uid.as_str()),
-                (CONTAINER_KEY, att.container_id.as_str()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-            att.ovs_port = Some(ovs_dev.clone());
-            env.ovs.add_port(&bridge, &ovs_dev, "", &ids).await?;
+            }
+            // the pod side and ovs-vswitchd's work overlap
+            let (pod_done, ovs_done) = tokio::join!(
+                link::configure_pod(&pod.handle, &iface),
+                env.ovs.add_port(&bridge, &ovs_dev, "", &ids)
+            );
+            pod_done?;
+            ovs_done?;
+            tracing::debug!(netns = ?t_ns, veth = ?t_veth, total = ?t0.elapsed(), "plug timings");
         }
         Driver::Macvlan => {
             link::add_macvlan(
@@ -242,10 +330,22 @@ pub async fn plug(
 /// drivers, while the namespace lives) the pod's interface. Everything
 /// already gone counts as done.
 pub async fn unplug(env: &PlugEnv<'_>, att: &Attachment) -> Result<(), BindError> {
+    unplug_ovs(env, att).await?;
+    unplug_links(env, att).await
+}
+
+/// Removes the attachment's OVS port, if it has one (the pod is cut off
+/// from the network once this returns).
+pub async fn unplug_ovs(env: &PlugEnv<'_>, att: &Attachment) -> Result<(), BindError> {
     if let Some(p) = &att.ovs_port {
         env.ovs.del_port(p).await?;
     }
-    // reverse order: veths first, the bridge last
+    Ok(())
+}
+
+/// Deletes the attachment's host links (veths first, the bridge last) and,
+/// for nested drivers while the namespace lives, the pod's interface.
+pub async fn unplug_links(env: &PlugEnv<'_>, att: &Attachment) -> Result<(), BindError> {
     for l in att.host_links.iter().rev() {
         link::delete(env.host, l).await?;
     }
@@ -307,11 +407,6 @@ pub async fn check(
         }
     }
     Ok(wrong)
-}
-
-/// Whether a link error is "already exists" (for callers adopting).
-pub fn is_exists(e: &BindError) -> bool {
-    matches!(e, BindError::Link(l) if l.is(EEXIST))
 }
 
 #[cfg(test)]

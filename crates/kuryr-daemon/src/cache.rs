@@ -63,6 +63,11 @@ impl KpCache {
         self.store.get(&ObjectRef::new(name).within(ns))
     }
 
+    /// A receiver that changes whenever the cache does.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.clone()
+    }
+
     /// Every cached KuryrPort.
     pub fn all(&self) -> Vec<Arc<KuryrPort>> {
         self.store.state()

@@ -71,6 +71,9 @@ pub struct Daemon {
     pub metrics: metrics::Metrics,
     host: netns::NsNetlink,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    reaper: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Attachment>>>,
+    /// Ports this daemon has given to a pod (never prepared again).
+    used_ports: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a request gets back: HTTP status and body.
@@ -117,11 +120,169 @@ impl Daemon {
             host,
             state,
             locks: Default::default(),
+            reaper: Default::default(),
+            used_ports: Default::default(),
         };
         d.metrics
             .attachments
             .store(d.state.all().len() as u64, Ordering::Relaxed);
         Ok(d)
+    }
+
+    /// Starts the task that deletes host links after DEL has answered. A
+    /// veth costs the kernel 10-30 ms to destroy, and the runtime usually
+    /// removes the sandbox's namespace right after DEL, which destroys the
+    /// veth anyway: so the links are looked at only after `delay`, and
+    /// deleted if still there. The pod is off the network as soon as its
+    /// OVS port is gone (before DEL answers). The attachment's record stays
+    /// until its links are gone, so a crash in between leaves work for GC;
+    /// an ADD of the same Neutron port meanwhile removes them itself.
+    /// Without a reaper DEL deletes everything before answering.
+    pub fn start_reaper(self: &Arc<Self>, delay: Duration) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Attachment>();
+        *self.reaper.lock().expect("reaper lock") = Some(tx);
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(att) = rx.recv().await {
+                let weak = weak.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let Some(d) = weak.upgrade() else { return };
+                    let clock = d.lock_of(&att.container_id);
+                    let _c = clock.lock().await;
+                    let plock = d.lock_of(&port_key(&att.port_id));
+                    let _p = plock.lock().await;
+                    if d.state.get(&att.container_id, &att.ifname).as_ref() != Some(&att) {
+                        return; // replaced or removed meanwhile
+                    }
+                    match bind::unplug_links(&d.env(), &att).await {
+                        Ok(()) => {
+                            let _ = d.state.remove(&att.container_id, &att.ifname);
+                            d.count_attachments();
+                        }
+                        Err(e) => {
+                            tracing::warn!(container = %att.container_id, error = %e, "deleting host links failed; GC will retry")
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Starts plugging OVS VIFs ahead of their pods: whenever a KuryrPort
+    /// of this node carries a VIF no attachment has, its veth is made and
+    /// its host end put into OVS, so the Neutron port can go ACTIVE while
+    /// the runtime is still making the sandbox, and the pod's ADD only
+    /// moves the other end into the pod. Prepared VIFs whose KuryrPort is
+    /// gone are removed. Prepared records found at start are redone.
+    pub fn start_preparer(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let mut rx = self.cache.changes();
+        tokio::spawn(async move {
+            if let Some(d) = weak.upgrade() {
+                for a in d
+                    .state
+                    .all()
+                    .into_iter()
+                    .filter(|a| a.phase == Phase::Prepared)
+                {
+                    d.drop_prepared(&a).await;
+                }
+            }
+            while rx.changed().await.is_ok() {
+                // a burst of changes is one pass
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                rx.borrow_and_update();
+                let Some(d) = weak.upgrade() else { break };
+                if d.cache.synced() {
+                    d.prepare_pass().await;
+                }
+            }
+        });
+    }
+
+    async fn drop_prepared(&self, a: &Attachment) {
+        let plock = self.lock_of(&port_key(&a.port_id));
+        let _p = plock.lock().await;
+        if self.state.get(&a.container_id, &a.ifname).is_none() {
+            return;
+        }
+        match bind::unplug(&self.env(), a).await {
+            Ok(()) => {
+                let _ = self.state.remove(&a.container_id, &a.ifname);
+            }
+            Err(e) => {
+                tracing::warn!(port = %a.port_id, error = %e, "removing a prepared VIF failed")
+            }
+        }
+    }
+
+    async fn prepare_pass(&self) {
+        let mut wanted: HashMap<String, (Vif, String, String, String)> = HashMap::new();
+        for kp in self.cache.all() {
+            let Some(st) = &kp.status else { continue };
+            for e in st.vifs.values() {
+                if matches!(e.vif.kind, kuryr_crds::VifKind::OpenVSwitch { .. }) {
+                    wanted.insert(
+                        e.vif.id.clone(),
+                        (
+                            e.vif.clone(),
+                            kp.metadata.namespace.clone().unwrap_or_default(),
+                            kp.metadata.name.clone().unwrap_or_default(),
+                            kp.spec.pod_uid.clone(),
+                        ),
+                    );
+                }
+            }
+        }
+        for a in self.state.all() {
+            if a.phase == Phase::Prepared && !wanted.contains_key(&a.port_id) {
+                self.drop_prepared(&a).await;
+            }
+        }
+        for (port, (vif, ns, name, uid)) in wanted {
+            if self.used_ports.lock().expect("used ports").contains(&port)
+                || self.state.all().iter().any(|a| a.port_id == port)
+            {
+                continue;
+            }
+            let plock = self.lock_of(&port_key(&port));
+            let _p = plock.lock().await;
+            // re-check under the lock: an ADD may have taken it meanwhile
+            if self.state.all().iter().any(|a| a.port_id == port) {
+                continue;
+            }
+            let (links, ovs_port) = bind::planned(state::Driver::Ovs, &vif);
+            let att = Attachment {
+                container_id: format!("prepared-{port}"),
+                ifname: bind::prepared_name(&port),
+                netns: String::new(),
+                pod_namespace: ns,
+                pod_name: name,
+                pod_uid: uid,
+                driver: state::Driver::Ovs,
+                port_id: port.clone(),
+                host_links: links,
+                ovs_port,
+                phase: Phase::Prepared,
+                result: None,
+            };
+            if self.state.put(&att).is_err() {
+                continue;
+            }
+            let t = Instant::now();
+            match bind::prepare(&self.env(), &vif, &att).await {
+                Ok(()) => {
+                    self.metrics.prepared_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(port = %port, took = ?t.elapsed(), "VIF prepared ahead of its pod");
+                }
+                Err(e) => {
+                    tracing::warn!(port = %port, error = %e, "preparing a VIF failed; the pod's ADD will plug it");
+                    let _ = bind::unplug(&self.env(), &att).await;
+                    let _ = self.state.remove(&att.container_id, &att.ifname);
+                }
+            }
+        }
     }
 
     fn env(&self) -> PlugEnv<'_> {
@@ -131,6 +292,7 @@ impl Daemon {
             netns: &self.netns,
             link_iface: &self.settings.link_iface,
             mtu: self.settings.mtu,
+            node: &self.settings.node,
         }
     }
 
@@ -172,6 +334,7 @@ impl Daemon {
             }
         };
         let secs = t0.elapsed().as_secs_f64();
+        tracing::debug!(command = %name, container = %req.container_id, took = ?t0.elapsed(), "request done");
         self.metrics.request(&name, r.is_ok(), secs);
         match r {
             Ok(v) => (200, v),
@@ -252,24 +415,70 @@ impl Daemon {
             pod_uid,
             driver: bind::driver_of(&vif),
             port_id: vif.id.clone(),
-            host_links: vec![],
-            ovs_port: None,
+            host_links: bind::planned(bind::driver_of(&vif), &vif).0,
+            ovs_port: bind::planned(bind::driver_of(&vif), &vif).1,
             phase: Phase::Plugging,
             result: None,
         };
-        // a previous attempt of this attachment: undo it first
-        if let Some(old) = &prior {
-            let _ = bind::unplug(&self.env(), old).await;
+        // one plug or unplug of a Neutron port at a time (a DEL's links
+        // may still be going away in the background)
+        let plock = self.lock_of(&port_key(&vif.id));
+        let _pg = plock.lock().await;
+        // a previous attempt of this attachment, or another sandbox's
+        // attachment of the same port (DEL'd with its links still pending,
+        // or never DEL'd): undone first, a port is plugged in one place
+        let all = self.state.all();
+        let prepared = all
+            .iter()
+            .find(|a| a.phase == Phase::Prepared && a.port_id == vif.id)
+            .cloned();
+        let stale = all.into_iter().filter(|a| {
+            a.port_id == vif.id && a.container_id != req.container_id && a.phase != Phase::Prepared
+        });
+        for old in prior.iter().cloned().chain(stale) {
+            let _ = bind::unplug(&self.env(), &old).await;
+            if old.container_id != req.container_id {
+                let _ = self.state.remove(&old.container_id, &old.ifname);
+            }
         }
-        self.put(&att)?;
-        self.count_attachments();
+        self.used_ports
+            .lock()
+            .expect("used ports")
+            .insert(vif.id.clone());
         let env = self.env();
-        if let Err(e) = bind::plug(&env, &vif, &mut att, prior.is_some()).await {
-            let cerr = bind_err(e);
-            self.undo(&att).await;
-            return Err(cerr);
+        let mut adopted = false;
+        if let Some(p) = prepared.filter(|_| prior.is_none() && att.driver == state::Driver::Ovs) {
+            // the fast way: the VIF is already in OVS, the pod end waits
+            att.host_links = p.host_links.clone();
+            att.ovs_port = p.ovs_port.clone();
+            self.put(&att)?;
+            let _ = self.state.remove(&p.container_id, &p.ifname);
+            match bind::adopt(&env, &vif, &p, &att).await {
+                Ok(()) => {
+                    adopted = true;
+                    self.metrics.adopted_total.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e @ (BindError::Clash(_) | BindError::Netns(_))) => {
+                    let cerr = bind_err(e);
+                    self.undo(&att).await;
+                    return Err(cerr);
+                }
+                Err(e) => {
+                    tracing::warn!(port = %vif.id, error = %e, "prepared VIF unusable; plugging anew");
+                    let _ = bind::unplug(&env, &att).await;
+                    let _ = bind::unplug(&env, &p).await;
+                }
+            }
         }
-        self.put(&att)?;
+        if !adopted {
+            self.put(&att)?;
+            if let Err(e) = bind::plug(&env, &vif, &mut att, prior.is_some()).await {
+                let cerr = bind_err(e);
+                self.undo(&att).await;
+                return Err(cerr);
+            }
+        }
+        self.count_attachments();
         // a side-by-side port goes ACTIVE once the OVS agent has wired it
         let active = vif.active
             || self
@@ -301,7 +510,7 @@ impl Daemon {
         att.phase = Phase::Plugged;
         att.result = Some(result.clone());
         self.put(&att)?;
-        tracing::info!(pod = %format!("{ns}/{pod}"), container = %req.container_id, port = %vif.id, driver = ?att.driver, "pod plugged");
+        tracing::info!(pod = %format!("{ns}/{pod}"), container = %req.container_id, port = %vif.id, driver = ?att.driver, took = ?t_wait.elapsed(), "pod plugged");
         Ok(result)
     }
 
@@ -341,7 +550,20 @@ impl Daemon {
         let env = self.env();
         match self.state.get(&req.container_id, &req.ifname) {
             Some(att) => {
-                bind::unplug(&env, &att).await.map_err(bind_err)?;
+                bind::unplug_ovs(&env, &att).await.map_err(bind_err)?;
+                let queued = self
+                    .reaper
+                    .lock()
+                    .expect("reaper lock")
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(att.clone()).is_ok());
+                if queued {
+                    tracing::info!(pod = %format!("{}/{}", att.pod_namespace, att.pod_name), container = %att.container_id, "pod unplugged (host links go in the background)");
+                    return Ok(());
+                }
+                let plock = self.lock_of(&port_key(&att.port_id));
+                let _pg = plock.lock().await;
+                bind::unplug_links(&env, &att).await.map_err(bind_err)?;
                 self.state
                     .remove(&att.container_id, &att.ifname)
                     .map_err(|e| {
@@ -468,6 +690,8 @@ impl Daemon {
         if self.state.get(&att.container_id, &att.ifname).is_none() {
             return;
         }
+        let plock = self.lock_of(&port_key(&att.port_id));
+        let _pg = plock.lock().await;
         tracing::info!(container = %att.container_id, pod = %format!("{}/{}", att.pod_namespace, att.pod_name), reason = why, "removing a stale attachment");
         self.undo(att).await;
         if self.state.get(&att.container_id, &att.ifname).is_none() {
@@ -481,23 +705,28 @@ impl Daemon {
     pub async fn gc(&self) -> usize {
         let before = self.metrics.gc_removed.load(Ordering::Relaxed);
         for att in self.state.all() {
-            if !std::path::Path::new(&att.netns).exists() {
+            if att.phase != Phase::Prepared && !std::path::Path::new(&att.netns).exists() {
                 self.remove_stale(&att, "network namespace gone").await;
             }
         }
         match self.ovs.ports_with(ovsdb::CONTAINER_KEY).await {
             Ok(ports) => {
-                for p in ports {
-                    let cid = p.external_ids[ovsdb::CONTAINER_KEY].clone();
-                    let lock = self.lock_of(&cid);
-                    let _g = lock.lock().await;
+                // only this node's (another daemon may share the OVS in tests)
+                let node = Some(&self.settings.node);
+                for p in ports
+                    .into_iter()
+                    .filter(|p| p.external_ids.get(ovsdb::NODE_KEY) == node)
+                {
+                    let port_id = p.external_ids.get("iface-id").cloned().unwrap_or_default();
+                    let plock = self.lock_of(&port_key(&port_id));
+                    let _g = plock.lock().await;
                     let known = self
                         .state
-                        .of_container(&cid)
+                        .all()
                         .iter()
                         .any(|a| a.ovs_port.as_deref() == Some(p.name.as_str()));
                     if !known {
-                        tracing::info!(port = %p.name, container = %cid, "removing an OVS port no attachment records");
+                        tracing::info!(port = %p.name, container = %p.external_ids[ovsdb::CONTAINER_KEY], "removing an OVS port no attachment records");
                         if let Ok(true) = self.ovs.del_port(&p.name).await {
                             let _ = link::delete(&self.host.handle, &p.name).await;
                             self.metrics.gc_removed.fetch_add(1, Ordering::Relaxed);
@@ -509,6 +738,11 @@ impl Daemon {
         }
         (self.metrics.gc_removed.load(Ordering::Relaxed) - before) as usize
     }
+}
+
+/// Lock key of a Neutron port (container locks use the bare container id).
+fn port_key(port_id: &str) -> String {
+    format!("port:{port_id}")
 }
 
 /// The VIF of `ifname` in a KuryrPort (the default VIF answers for any name

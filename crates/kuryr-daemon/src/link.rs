@@ -217,6 +217,52 @@ pub async fn add_veth(
         .map_err(|e| LinkError::new(format!("creating veth {host_name} / {peer}"), e))
 }
 
+/// A veth pair made ahead of its pod: `host_name` (up) and `peer` (down,
+/// with `mac`) both in the host namespace, until [`move_into`] hands the
+/// peer to the pod.
+pub async fn add_veth_local(
+    host: &Handle,
+    host_name: &str,
+    peer: &str,
+    mac: [u8; 6],
+    mtu: Option<u32>,
+) -> Result<(), LinkError> {
+    let mut p = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.to_owned())
+        .address(mac.to_vec());
+    if let Some(m) = mtu {
+        p = p.mtu(m);
+    }
+    let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host_name.to_owned())
+        .up()
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())));
+    if let Some(m) = mtu {
+        b = b.mtu(m);
+    }
+    host.link()
+        .add(b.build())
+        .execute()
+        .await
+        .map_err(|e| LinkError::new(format!("creating veth {host_name} / {peer}"), e))
+}
+
+/// Moves link `name` into the namespace `ns`, renamed `new_name` there, in
+/// one request.
+pub async fn move_into(h: &Handle, name: &str, ns: &File, new_name: &str) -> Result<(), LinkError> {
+    let l = index_of(h, name).await?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(l)
+                .setns_by_fd(ns.as_raw_fd())
+                .name(new_name.to_owned())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| LinkError::new(format!("moving {name} into the pod as {new_name}"), e))
+}
+
 /// A host-only veth pair (`a` and `b`, both up): hybrid plug's qvb/qvo.
 pub async fn add_host_veth(
     h: &Handle,

@@ -51,6 +51,14 @@ struct Args {
     /// Seconds between garbage-collection passes (0: only at start).
     #[arg(long, default_value_t = 60)]
     gc_interval: u64,
+    /// After DEL, host links still present this long later are deleted
+    /// (the runtime's namespace removal usually destroys them first).
+    #[arg(long, default_value_t = 2000)]
+    link_cleanup_delay_ms: u64,
+    /// Do not plug OVS VIFs ahead of their pods' ADD (each ADD then
+    /// waits for ovs-vswitchd, and the Neutron port's ACTIVE comes later).
+    #[arg(long)]
+    no_prepare: bool,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -118,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = server::bind_cni_socket(&socket)?;
     let cache = KpCache::start(client, &node);
     let daemon = Arc::new(Daemon::new(settings, cache)?);
+    daemon.start_reaper(Duration::from_millis(args.link_cleanup_delay_ms));
+    if !args.no_prepare {
+        daemon.start_preparer();
+    }
     let (addr, _health) = server::serve_health(&args.metrics_address, daemon.clone())
         .await
         .with_context(|| format!("serving metrics on {}", args.metrics_address))?;

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub gc_removed: AtomicU64,
     /// Attachments currently recorded.
     pub attachments: AtomicU64,
+    /// VIFs plugged ahead of their pod's ADD.
+    pub prepared_total: AtomicU64,
+    /// ADDs served from a prepared VIF.
+    pub adopted_total: AtomicU64,
     ready: AtomicBool,
 }
 
@@ -129,6 +133,18 @@ impl Metrics {
                 "Attachments removed by garbage collection.",
                 "counter",
                 self.gc_removed.load(Ordering::Relaxed),
+            ),
+            (
+                "kuryr_cni_prepared_total",
+                "VIFs plugged into OVS ahead of their pod's ADD.",
+                "counter",
+                self.prepared_total.load(Ordering::Relaxed),
+            ),
+            (
+                "kuryr_cni_adopted_total",
+                "ADDs served from a VIF plugged ahead.",
+                "counter",
+                self.adopted_total.load(Ordering::Relaxed),
             ),
             (
                 "kuryr_cni_attachments",

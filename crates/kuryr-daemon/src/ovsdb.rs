@@ -22,6 +22,9 @@ const DB: &str = "Open_vSwitch";
 /// `external_ids` key holding the CNI container id of a port kuryr made.
 pub const CONTAINER_KEY: &str = "kuryr-container-id";
 
+/// `external_ids` key holding the node whose daemon made the port.
+pub const NODE_KEY: &str = "kuryr-node";
+
 /// An OVSDB failure.
 #[derive(Debug, thiserror::Error)]
 pub enum OvsdbError {
@@ -347,7 +350,12 @@ impl Ovsdb {
         external_ids: &BTreeMap<String, String>,
     ) -> Result<(), OvsdbError> {
         for attempt in 0.. {
-            let old = self.port_uuid(name).await?;
+            // first try assumes the usual case, no such port (saves a round trip)
+            let old = if attempt == 0 {
+                None
+            } else {
+                self.port_uuid(name).await?
+            };
             // the port must still be what we saw (or still absent)
             let rows = match &old {
                 Some(u) => json!([{"_uuid": ["uuid", u]}]),
@@ -380,8 +388,11 @@ impl Ovsdb {
                         return Err(OvsdbError::NoBridge(bridge.into()));
                     }
                     let want = r.last().and_then(|x| x["rows"][0]["next_cfg"].as_i64());
+                    let t = std::time::Instant::now();
                     return match want {
-                        Some(w) => self.wait_applied(w).await,
+                        Some(w) => self.wait_applied(w).await.inspect(|_| {
+                            tracing::debug!(port = name, wait = ?t.elapsed(), "ovs-vswitchd applied the port");
+                        }),
                         None => Err(OvsdbError::Refused("next_cfg not returned".into())),
                     };
                 }
@@ -391,6 +402,24 @@ impl Ovsdb {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// Sets keys of interface `name`'s external_ids (others are kept). Not
+    /// a datapath change: nothing to wait for.
+    pub async fn set_external_ids(
+        &self,
+        name: &str,
+        ids: &BTreeMap<String, String>,
+    ) -> Result<(), OvsdbError> {
+        let keys: Vec<&String> = ids.keys().collect();
+        self.transact(vec![
+            json!({"op": "mutate", "table": "Interface", "where": [["name", "==", name]],
+                   "mutations": [["external_ids", "delete", ["set", keys]]]}),
+            json!({"op": "mutate", "table": "Interface", "where": [["name", "==", name]],
+                   "mutations": [["external_ids", "insert", ovs_map(ids)]]}),
+        ])
+        .await
+        .map(|_| ())
     }
 
     /// Deletes port `name` from whatever bridge holds it; `Ok(false)` when

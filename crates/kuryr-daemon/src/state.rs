@@ -31,6 +31,9 @@ pub enum Phase {
     Plugging,
     /// Bound; the CNI result was returned.
     Plugged,
+    /// Made ahead of the pod's ADD: host end in OVS, pod end waiting in
+    /// the host namespace (`ifname` is its temporary name).
+    Prepared,
 }
 
 /// One pod interface the daemon plugged.
@@ -113,7 +116,8 @@ impl Store {
         let mut mem = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(err)? {
             let p = entry.map_err(err)?.path();
-            if p.extension().and_then(|e| e.to_str()) != Some("json") {
+            let ext = p.extension().and_then(|e| e.to_str());
+            if !matches!(ext, Some("json" | "plugging" | "prepared")) {
                 continue;
             }
             match std::fs::read(&p)
@@ -121,7 +125,13 @@ impl Store {
                 .and_then(|b| serde_json::from_slice::<Attachment>(&b).map_err(|e| e.to_string()))
             {
                 Ok(a) => {
-                    mem.insert(a.key(), a);
+                    // a finished record wins over an intent left beside it
+                    let keep = mem
+                        .get(&a.key())
+                        .is_none_or(|o: &Attachment| o.phase == Phase::Plugging);
+                    if keep {
+                        mem.insert(a.key(), a);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(file = %p.display(), error = %e, "unreadable state file; set aside as .bad");
@@ -135,13 +145,29 @@ impl Store {
         })
     }
 
-    fn file(&self, container_id: &str, ifname: &str) -> PathBuf {
-        self.dir.join(format!("{container_id}_{ifname}.json"))
+    fn file(&self, container_id: &str, ifname: &str, phase: Phase) -> PathBuf {
+        let ext = match phase {
+            Phase::Plugging => "plugging",
+            Phase::Plugged => "json",
+            Phase::Prepared => "prepared",
+        };
+        self.dir.join(format!("{container_id}_{ifname}.{ext}"))
     }
 
-    /// Records `a` (write to a temporary file, then rename).
+    /// Records `a`: written to a temporary file and renamed to a name of
+    /// its phase (`.plugging`, `.json`), then the other phase's file goes.
+    /// The rename never replaces a file (ext4 flushes data on a replacing
+    /// rename, which costs milliseconds on every pod start).
     pub fn put(&self, a: &Attachment) -> Result<(), StateError> {
-        let path = self.file(&a.container_id, &a.ifname);
+        let path = self.file(&a.container_id, &a.ifname, a.phase);
+        let other = self.file(
+            &a.container_id,
+            &a.ifname,
+            match a.phase {
+                Phase::Plugging => Phase::Plugged,
+                Phase::Plugged | Phase::Prepared => Phase::Plugging,
+            },
+        );
         let tmp = path.with_extension("tmp");
         let err = |e: std::io::Error| StateError {
             path: path.display().to_string(),
@@ -149,7 +175,14 @@ impl Store {
         };
         let body = serde_json::to_vec_pretty(a).expect("attachment serialises");
         std::fs::write(&tmp, body).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)?;
+        if a.phase != Phase::Plugging {
+            // the finished record lands before the intent goes
+            std::fs::rename(&tmp, &path).map_err(err)?;
+            let _ = std::fs::remove_file(&other);
+        } else {
+            let _ = std::fs::remove_file(&other);
+            std::fs::rename(&tmp, &path).map_err(err)?;
+        }
         self.mem
             .lock()
             .expect("state lock")
@@ -159,15 +192,17 @@ impl Store {
 
     /// Forgets an attachment (a missing one is fine).
     pub fn remove(&self, container_id: &str, ifname: &str) -> Result<(), StateError> {
-        let path = self.file(container_id, ifname);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(StateError {
-                    path: path.display().to_string(),
-                    err: e.to_string(),
-                });
+        for phase in [Phase::Plugging, Phase::Plugged, Phase::Prepared] {
+            let path = self.file(container_id, ifname, phase);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StateError {
+                        path: path.display().to_string(),
+                        err: e.to_string(),
+                    });
+                }
             }
         }
         self.mem
@@ -240,12 +275,27 @@ mod tests {
         b.phase = Phase::Plugged;
         s.put(&b).unwrap();
         std::fs::write(dir.join("junk_eth0.json"), b"{not json").unwrap();
+        assert!(dir.join("c1_eth0.plugging").exists());
+        assert!(dir.join("c2_eth0.json").exists());
+        // an intent left beside a finished record loses to it
+        std::fs::write(
+            dir.join("c2_eth0.plugging"),
+            serde_json::to_vec(&att("c2")).unwrap(),
+        )
+        .unwrap();
         let s2 = Store::open(&dir).unwrap();
         assert_eq!(s2.all().len(), 2);
         assert_eq!(s2.get("c2", "eth0").unwrap().phase, Phase::Plugged);
         assert_eq!(s2.of_container("c1").len(), 1);
         assert!(dir.join("junk_eth0.bad").exists());
         s2.remove("c1", "eth0").unwrap();
+        s2.remove("c1", "eth0").unwrap();
+        // plugged: the intent file is gone
+        let mut c1 = att("c1");
+        c1.phase = Phase::Plugged;
+        s2.put(&att("c1")).unwrap();
+        s2.put(&c1).unwrap();
+        assert!(!dir.join("c1_eth0.plugging").exists());
         s2.remove("c1", "eth0").unwrap();
         assert_eq!(Store::open(&dir).unwrap().all().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();

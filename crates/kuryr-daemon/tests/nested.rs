@@ -85,8 +85,8 @@ async fn nested(kind: VifKind, subnet: &str) -> anyhow::Result<()> {
             assert_eq!(rc, 0, "CHECK: {out}");
             let (rc, out) = cni(&CniCall { command: "DEL", ..call }, &d.conf("1.1.0"));
             assert_eq!(rc, 0, "DEL: {out}");
-            assert!(pod_ns.ip(&["link", "show", "eth0"]).is_err(), "eth0 left in the pod");
-            assert!(d.state_files().is_empty());
+            eventually("eth0 gone from the pod", || pod_ns.ip(&["link", "show", "eth0"]).is_err());
+            eventually("record gone", || d.state_files().is_empty());
             // DEL after the sandbox is gone is fine too
             let (rc, out) = cni(&CniCall { command: "DEL", ..call }, &d.conf("1.1.0"));
             assert_eq!(rc, 0, "{out}");

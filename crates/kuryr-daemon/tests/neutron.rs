@@ -132,6 +132,18 @@ async fn pods_on_neutron_ports_reach_each_other_and_a_vm() -> anyhow::Result<()>
                 }
             })
         };
+        // the daemon plugs the VIFs ahead of any ADD: the OVS agent wires
+        // them and Neutron reports ACTIVE while no sandbox exists yet
+        for p in &ports[..2] {
+            let url = s.n(&format!("ports/{}", p.id));
+            wait_until(
+                "port ACTIVE before its pod's ADD",
+                Duration::from_secs(60),
+                Duration::from_millis(250),
+                || async { Ok((s.get(&url).await?["port"]["status"] == "ACTIVE").then_some(())) },
+            )
+            .await?;
+        }
         // both ADDs run at once; each returns once its port is ACTIVE
         let adds: Vec<_> = pods
             .iter()
@@ -209,8 +221,10 @@ async fn pods_on_neutron_ports_reach_each_other_and_a_vm() -> anyhow::Result<()>
                 &d.conf("0.4.0"),
             );
             assert_eq!(rc, 0, "{out}");
-            assert!(!link_exists(&kuryr_crds::vif::vif_name(&vif.id)));
             assert!(ovs_ports_of(&env, &cid).is_empty());
+            eventually("host link gone", || {
+                !link_exists(&kuryr_crds::vif::vif_name(&vif.id))
+            });
         }
         Ok(())
     });

@@ -24,6 +24,13 @@ async fn add_check_del_with_an_active_vif() -> anyhow::Result<()> {
             let d = Daemon::start(&env, &[])?;
             let vif = fake_vif(1, "10.250.1.0/24", true);
             kuryrport(&client, &ns, "pod-a", "uid-a", &d.node, Some(vif.clone())).await?;
+            // the daemon plugs it ahead of the ADD: host end in OVS, pod end waiting
+            let tap = kuryr_crds::vif::vif_name(&vif.id);
+            let prepared = format!("prepared-{}", vif.id);
+            eventually("VIF prepared ahead", || {
+                ovs_ports_of(&env, &prepared) == vec![tap.clone()]
+            });
+            assert!(link_exists(&format!("kp{}", &vif.id[..12])));
             let pod_ns = Netns::new("kdp")?;
             let netns = format!("/var/run/netns/{}", pod_ns.name);
             let call = CniCall {
@@ -42,7 +49,7 @@ async fn add_check_del_with_an_active_vif() -> anyhow::Result<()> {
             let routes = pod_ns.ip(&["route"])?;
             assert!(routes.contains("default via 10.250.1.1"), "{routes}");
             assert!(pod_ns.ip(&["link", "show", "eth0"])?.contains("mtu 1450"));
-            let tap = kuryr_crds::vif::vif_name(&vif.id);
+            assert!(!link_exists(&format!("kp{}", &vif.id[..12])), "pod end moved");
             assert!(link_exists(&tap), "host end {tap}");
             assert_eq!(ovs_ports_of(&env, "cid-a-1"), vec![tap.clone()]);
             let ids = vsctl(&env, &["get", "Interface", &tap, "external_ids"]);
@@ -67,11 +74,27 @@ async fn add_check_del_with_an_active_vif() -> anyhow::Result<()> {
                 let (rc, out) = cni(&CniCall { command: "DEL", ..call }, &d.conf("1.1.0"));
                 assert_eq!(rc, 0, "DEL: {out}");
             }
-            assert!(!link_exists(&tap));
             assert!(ovs_ports_of(&env, "cid-a-1").is_empty());
-            assert!(d.state_files().is_empty(), "{:?}", d.state_files());
+            // the pod's next sandbox takes the same port at once, while the
+            // old host link may still wait for the reaper: it stays plugged
+            let pod_ns2 = Netns::new("kdp")?;
+            let netns2 = format!("/var/run/netns/{}", pod_ns2.name);
+            drop(pod_ns);
+            let call2 = CniCall { container_id: "cid-a-2", netns: &netns2, ..call };
+            let (rc, out) = cni(&call2, &d.conf("1.1.0"));
+            assert_eq!(rc, 0, "ADD of the next sandbox: {out}");
+            std::thread::sleep(std::time::Duration::from_millis(2500));
+            assert!(link_exists(&tap), "the reaper took the new sandbox's link");
+            assert_eq!(ovs_ports_of(&env, "cid-a-2"), vec![tap.clone()]);
+            let (rc, out) = cni(&CniCall { command: "CHECK", ..call2 }, &d.conf("1.1.0"));
+            assert_eq!(rc, 0, "CHECK: {out}");
+            let (rc, out) = cni(&CniCall { command: "DEL", ..call2 }, &d.conf("1.1.0"));
+            assert_eq!(rc, 0, "DEL: {out}");
+            eventually("host link and records gone", || !link_exists(&tap) && d.state_files().is_empty());
             let m = http_get(&d.metrics, "/metrics")?;
-            assert!(m.contains("kuryr_cni_requests_total{command=\"ADD\",result=\"ok\"} 2"), "{m}");
+            assert!(m.contains("kuryr_cni_requests_total{command=\"ADD\",result=\"ok\"} 3"), "{m}");
+            let m2 = http_get(&d.metrics, "/metrics")?;
+            assert!(m2.contains("kuryr_cni_adopted_total 1"), "{m2}");
             Ok(())
         },
         async move { drop_namespace(&c2, &ns2).await },

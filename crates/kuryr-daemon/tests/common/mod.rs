@@ -16,8 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The kuryr-cni binary, built next to this test (scripts/test builds it).
+/// The kuryr-cni binary: `KURYR_CNI_BIN`, else the one built next to this
+/// test (scripts/test builds it).
 pub fn cni_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KURYR_CNI_BIN") {
+        return p.into();
+    }
     let exe = std::env::current_exe().expect("test exe");
     // target/<profile>/deps/<test> -> target/<profile>/kuryr-cni
     let p = exe
@@ -127,12 +131,13 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Files in the state dir.
+    /// Files in the state dir, but for VIFs prepared ahead of their pods.
     pub fn state_files(&self) -> Vec<String> {
         std::fs::read_dir(self.dir.join("state"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.ends_with(".prepared"))
                     .collect()
             })
             .unwrap_or_default()
@@ -148,8 +153,46 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
+        // what it plugged ahead (or left) on the shared OVS goes with it
+        if let Ok(env) = StackEnv::load()
+            && let Ok(db) = env.get("OVSDB_SOCK")
+        {
+            let db = format!("--db=unix:{db}");
+            let found = kuryr_stack_tests::cmd::run(&[
+                "ovs-vsctl",
+                &db,
+                "--columns=name",
+                "--format=csv",
+                "--no-headings",
+                "find",
+                "Interface",
+                &format!("external_ids:kuryr-node={}", self.node),
+            ])
+            .unwrap_or_default();
+            for name in found
+                .lines()
+                .map(|l| l.trim_matches('"'))
+                .filter(|l| !l.is_empty())
+            {
+                let _ = kuryr_stack_tests::cmd::run(&[
+                    "ovs-vsctl",
+                    &db,
+                    "--if-exists",
+                    "del-port",
+                    name,
+                ]);
+                if link_exists(name) {
+                    let _ = kuryr_stack_tests::cmd::run(&["ip", "link", "del", name]);
+                }
+            }
+        }
         if std::thread::panicking() {
             eprintln!("kuryr-daemon log:\n{}", self.log_text());
+        }
+        if std::env::var_os("KURYR_TEST_KEEP_LOGS").is_some() {
+            let keep = std::env::temp_dir().join(format!("{}.log", self.node));
+            let _ = std::fs::copy(&self.log, &keep);
+            eprintln!("kuryr-daemon log kept in {}", keep.display());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -365,4 +408,17 @@ pub fn ovs_ports_of(env: &StackEnv, container_id: &str) -> Vec<String> {
 /// The host link exists.
 pub fn link_exists(name: &str) -> bool {
     Path::new(&format!("/sys/class/net/{name}")).exists()
+}
+
+/// Polls `f` every 20 ms for up to 10 s (DEL deletes host links in the
+/// background); panics naming `what` if it never holds.
+pub fn eventually(what: &str, f: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
