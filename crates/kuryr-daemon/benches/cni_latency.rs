@@ -1,8 +1,7 @@
 //! CNI ADD and DEL latency, exec to exit, side by side in one run:
 //! kuryr-cni + kuryr-daemon (VIF already active in the KuryrPort, veth into
 //! the stack's OVS br-int) against the reference `bridge` + `host-local`
-//! plugins from Debian's containernetworking-plugins, and a second daemon
-//! that plugs VIFs ahead of their pods (`--prepare-vifs`). Each run gets a fresh
+//! plugins from Debian's containernetworking-plugins. Each run gets a fresh
 //! network namespace; the two plugins alternate so drift hits both alike.
 //!
 //! Needs root and `stack/stack up --ovs --k8s`; run with `scripts/bench-cni`
@@ -82,19 +81,8 @@ async fn main() -> anyhow::Result<()> {
     let ns = namespace(&client).await?;
     let d = Daemon::start(&env, &[])?;
     let pid = d.child.as_ref().map(|c| c.id()).unwrap_or(0);
-    let dp = Daemon::start(&env, &[("KURYR_DAEMON_PREPARE_VIFS", "true")])?;
-    eprintln!("creating {runs} KuryrPorts with active VIFs for each daemon...");
+    eprintln!("creating {runs} KuryrPorts with active VIFs...");
     for i in 0..runs {
-        let vif = fake_vif(60_000 + i, "10.255.0.0/16", true);
-        kuryrport(
-            &client,
-            &ns,
-            &format!("p{i}"),
-            &format!("up{i}"),
-            &dp.node,
-            Some(vif),
-        )
-        .await?;
         let vif = fake_vif(50_000 + i, "10.254.0.0/16", true);
         kuryrport(
             &client,
@@ -106,26 +94,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
-    // the daemon plugs VIFs ahead of their pods: let it finish (and the
-    // Neutron OVS agent look at the new ports) before timing anything
-    let t_prep = Instant::now();
-    loop {
-        let m = http_get(&dp.metrics, "/metrics")?;
-        let n: u32 = m
-            .lines()
-            .find_map(|l| l.strip_prefix("kuryr_cni_prepared_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        if n >= runs || t_prep.elapsed() > Duration::from_secs(120) {
-            eprintln!(
-                "{n} VIFs plugged ahead in {:.1?}; settling 10 s",
-                t_prep.elapsed()
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(10)).await;
     let ipam_dir =
         std::env::temp_dir().join(kuryr_stack_tests::unique_name("kuryr-bench-ipam-", 60));
     let ref_conf = json!({"cniVersion": "1.0.0", "name": "kuryr-bench", "type": "bridge",
@@ -134,8 +102,6 @@ async fn main() -> anyhow::Result<()> {
     let conf = d.conf("1.0.0");
     // warm both paths once (page cache, OVS, the bridge itself)
     let (mut k_add, mut k_del, mut r_add, mut r_del) = (vec![], vec![], vec![], vec![]);
-    let (mut p_add, mut p_del) = (vec![], vec![]);
-    let pconf = dp.conf("1.0.0");
     let t_all = Instant::now();
     for i in 0..runs {
         let (kns, rns) = (Netns::new("kbk")?, Netns::new("kbr")?);
@@ -174,30 +140,6 @@ async fn main() -> anyhow::Result<()> {
         let (rc, out) = reference("DEL", &cid, &rpath, &ref_conf);
         r_del.push(t.elapsed());
         anyhow::ensure!(rc == 0, "bridge DEL {i}: {out}");
-        let pns = Netns::new("kbp")?;
-        let ppath = format!("/var/run/netns/{}", pns.name);
-        let (pname, puid) = (format!("p{i}"), format!("up{i}"));
-        let pcall = CniCall {
-            command: "ADD",
-            container_id: &cid,
-            netns: &ppath,
-            ifname: "eth0",
-            pod: (&ns, &pname, &puid),
-        };
-        let t = Instant::now();
-        let (rc, out) = cni(&pcall, &pconf);
-        p_add.push(t.elapsed());
-        anyhow::ensure!(rc == 0, "kuryr (plugged ahead) ADD {i}: {out}");
-        let t = Instant::now();
-        let (rc, out) = cni(
-            &CniCall {
-                command: "DEL",
-                ..pcall
-            },
-            &pconf,
-        );
-        p_del.push(t.elapsed());
-        anyhow::ensure!(rc == 0, "kuryr (plugged ahead) DEL {i}: {out}");
         if (i + 1) % 50 == 0 {
             eprintln!("  {}/{runs} runs ({:.0?})", i + 1, t_all.elapsed());
         }
@@ -211,8 +153,6 @@ async fn main() -> anyhow::Result<()> {
         ("bridge+host-local ADD", &mut r_add),
         ("kuryr-cni+daemon DEL", &mut k_del),
         ("bridge+host-local DEL", &mut r_del),
-        ("kuryr, VIF plugged ahead, ADD", &mut p_add),
-        ("kuryr, VIF plugged ahead, DEL", &mut p_del),
     ] {
         let (a, b, c) = (pct(v, 0.5), pct(v, 0.9), pct(v, 0.99));
         println!("{label:<34} {a:>8.2} {b:>8.2} {c:>8.2}");
@@ -228,7 +168,6 @@ async fn main() -> anyhow::Result<()> {
         rss as f64 / 1024.0
     );
     drop(d);
-    drop(dp);
     let _ = Command::new("ip").args(["link", "del", "kbench0"]).status();
     let _ = std::fs::remove_dir_all(&ipam_dir);
     drop_namespace(&client, &ns).await?;

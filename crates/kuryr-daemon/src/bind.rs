@@ -199,9 +199,7 @@ pub async fn adopt(
     if link::get(&pod.handle, &att.ifname).await?.is_some() {
         return Err(BindError::Clash(att.ifname.clone()));
     }
-    let t = std::time::Instant::now();
     link::move_into(env.host, &prepared.ifname, &ns, &att.ifname).await?;
-    tracing::debug!(took = ?t.elapsed(), "moved the prepared end into the pod");
     let tap = prepared.ovs_port.clone().unwrap_or_default();
     let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);
     let (pod_done, ovs_done) = tokio::join!(
