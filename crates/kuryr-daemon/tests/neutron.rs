@@ -32,7 +32,7 @@ async fn pods_on_neutron_ports_reach_each_other_and_a_vm() -> anyhow::Result<()>
     let ns = namespace(&client).await?;
     let (c2, ns2) = (client.clone(), ns.clone());
     let body = with_undo(&s, async |undo| {
-        let d = Daemon::start(&env, &[])?;
+        let d = Daemon::start(&env, &[("KURYR_DAEMON_PREPARE_VIFS", "true")])?;
         let name = unique_name("kd-net-", 40);
         let net = s
             .post(&s.n("networks"), json!({"network": {"name": name}}))

@@ -21,7 +21,7 @@ async fn add_check_del_with_an_active_vif() -> anyhow::Result<()> {
     let ns2 = ns.clone();
     finally(
         async {
-            let d = Daemon::start(&env, &[])?;
+            let d = Daemon::start(&env, &[("KURYR_DAEMON_PREPARE_VIFS", "true")])?;
             let vif = fake_vif(1, "10.250.1.0/24", true);
             kuryrport(&client, &ns, "pod-a", "uid-a", &d.node, Some(vif.clone())).await?;
             // the daemon plugs it ahead of the ADD: host end in OVS, pod end waiting
