@@ -189,7 +189,9 @@ impl DaemonRequest {
 
     /// The config's CNI version (checked by [`DaemonRequest::parse`]).
     pub fn cni_version(&self) -> &str {
-        self.config["cniVersion"].as_str().unwrap_or(CURRENT_VERSION)
+        self.config["cniVersion"]
+            .as_str()
+            .unwrap_or(CURRENT_VERSION)
     }
 }
 
@@ -200,7 +202,9 @@ pub fn check_ifname(name: &str) -> Result<(), CniError> {
         || name.len() > 15
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
     if bad {
         return Err(CniError::new(
             code::INVALID_ENVIRONMENT,
@@ -601,7 +605,10 @@ mod tests {
             serde_json::to_vec(&j).unwrap()
         };
         assert_eq!(code_of(&with("netns", "")), code::INVALID_ENVIRONMENT);
-        assert_eq!(code_of(&with("container_id", "")), code::INVALID_ENVIRONMENT);
+        assert_eq!(
+            code_of(&with("container_id", "")),
+            code::INVALID_ENVIRONMENT
+        );
         assert_eq!(code_of(&with("ifname", "a/b")), code::INVALID_ENVIRONMENT);
         assert_eq!(
             code_of(&with("ifname", "sixteen-chars-xx")),

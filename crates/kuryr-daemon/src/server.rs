@@ -111,8 +111,14 @@ pub fn bind_cni_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> 
 /// Serves the CNI API until the task is aborted.
 pub async fn serve_cni(listener: tokio::net::UnixListener, daemon: Arc<Daemon>) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+        let mut sock = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // out of file descriptors or the like: do not spin
+                tracing::warn!(error = %e, "accepting a CNI connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let d = daemon.clone();
         tokio::spawn(async move {
