@@ -169,3 +169,16 @@ check_ports() {
         fi
     done
 }
+
+# go_env WHAT: check that Go 1.24 or newer is there (WHAT names what needs it,
+# e.g. "Kubernetes v1.34.4") and export the stack's Go environment: module and
+# build caches under $CACHE/go, no toolchain download (GOTOOLCHAIN=local), the
+# go.mod/go.sum as checked in (-mod=readonly), static binaries (no cgo).
+go_env() {
+    need_cmd go "Go 1.24 or newer is needed to build $1 from Go modules (see README)"
+    local gov
+    gov=$(go env GOVERSION)
+    case $gov in go1.2[4-9]*|go1.[3-9][0-9]*) ;; *) die "Go $gov is too old to build $1: need Go 1.24 or newer" ;; esac
+    export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
+    mkdir -p "$GOMODCACHE" "$GOCACHE"
+}

@@ -22,12 +22,7 @@ k8s_build() {
     bin=$(k8s_bin_dir); v=$(k8s_version)
     for c in "${K8S_CMDS[@]}"; do [ -x "$bin/$c" ] || have=0; done
     if [ $have = 1 ]; then log "Kubernetes $v binaries cached in $bin"; return 0; fi
-    need_cmd go "Go 1.24 or newer is needed to build Kubernetes $v from Go modules (see README)"
-    local gov
-    gov=$(go env GOVERSION)
-    case $gov in go1.2[4-9]*|go1.[3-9][0-9]*) ;; *) die "Go $gov is too old to build Kubernetes $v: need Go 1.24 or newer" ;; esac
-    export GOMODCACHE=$CACHE/go/mod GOCACHE=$CACHE/go/build GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
-    mkdir -p "$GOMODCACHE" "$GOCACHE"
+    go_env "Kubernetes $v"
     local t0=$SECONDS
     log "Kubernetes $v: downloading Go modules (k8s.io/kubernetes and its dependencies)"
     ( cd "$K8S_MOD" && go mod download ) >>"$LOGS/k8s-build.log" 2>&1 \

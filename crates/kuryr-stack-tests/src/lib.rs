@@ -11,6 +11,7 @@
 //! `cargo test` never needs the stack.
 
 pub mod cmd;
+pub mod cni;
 pub mod env;
 pub mod net;
 pub mod openstack;
