@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// CNI versions this plugin speaks (configs of any of them are accepted).
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 /// The version answered when a config does not name one.
