@@ -79,7 +79,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let client = kube_client(&env).await?;
     let ns = namespace(&client).await?;
-    let d = Daemon::start(&env, &[])?;
+    // production-like logging: info
+    let d = Daemon::start(&env, &[("RUST_LOG", "info")])?;
     let pid = d.child.as_ref().map(|c| c.id()).unwrap_or(0);
     eprintln!("creating {runs} KuryrPorts with active VIFs...");
     for i in 0..runs {
@@ -102,6 +103,20 @@ async fn main() -> anyhow::Result<()> {
     let conf = d.conf("1.0.0");
     // warm both paths once (page cache, OVS, the bridge itself)
     let (mut k_add, mut k_del, mut r_add, mut r_del) = (vec![], vec![], vec![], vec![]);
+    // the floor: exec of kuryr-cni answering VERSION by itself
+    let mut floor = vec![];
+    for _ in 0..runs {
+        let call = CniCall {
+            command: "VERSION",
+            container_id: "",
+            netns: "",
+            ifname: "",
+            pod: ("", "", ""),
+        };
+        let t = Instant::now();
+        let _ = cni(&call, &conf);
+        floor.push(t.elapsed());
+    }
     let t_all = Instant::now();
     for i in 0..runs {
         let (kns, rns) = (Netns::new("kbk")?, Netns::new("kbr")?);
@@ -158,6 +173,13 @@ async fn main() -> anyhow::Result<()> {
         println!("{label:<34} {a:>8.2} {b:>8.2} {c:>8.2}");
         rows.push(a);
     }
+    println!(
+        "{:<34} {:>8.2} {:>8.2} {:>8.2}",
+        "exec floor: kuryr-cni VERSION",
+        pct(&mut floor, 0.5),
+        pct(&mut floor, 0.9),
+        pct(&mut floor, 0.99)
+    );
     println!(
         "ratio bridge/kuryr at p50: ADD {:.2}x, DEL {:.2}x",
         rows[1] / rows[0],

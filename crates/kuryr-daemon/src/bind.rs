@@ -181,6 +181,7 @@ pub async fn prepare(env: &PlugEnv<'_>, vif: &Vif, att: &Attachment) -> Result<(
     }
     let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);
     env.ovs.add_port(&ovs_bridge(vif), &tap, "", &ids).await?;
+    env.ovs.wait_attached(&tap).await?;
     Ok(())
 }
 
@@ -256,19 +257,37 @@ pub async fn plug(
             att.host_links = links;
             att.ovs_port = Some(ovs_dev.clone());
             let tap = att.host_links[0].clone();
-            let made = link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu).await;
-            match made {
-                // a leftover host end (named after the port: only ours) is replaced
-                Err(e) if e.is(EEXIST) && link::get(env.host, &tap).await?.is_some() => {
-                    tracing::info!(link = %tap, "replacing a leftover host link");
-                    link::delete(env.host, &tap).await?;
-                    link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu).await?;
-                }
-                r => r?,
-            }
-            let t_veth = t0.elapsed();
             let bridge = ovs_bridge(vif);
             let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);
+            let veth = async {
+                let made =
+                    link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu).await;
+                match made {
+                    // a leftover host end (named after the port: only ours) is replaced
+                    Err(e) if e.is(EEXIST) && link::get(env.host, &tap).await?.is_some() => {
+                        tracing::info!(link = %tap, "replacing a leftover host link");
+                        link::delete(env.host, &tap).await?;
+                        link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu)
+                            .await?;
+                    }
+                    r => r?,
+                }
+                let t_veth = t0.elapsed();
+                link::configure_pod(&pod.handle, &iface).await?;
+                Ok::<_, BindError>(t_veth)
+            };
+            if att.driver == Driver::Ovs {
+                // the OVSDB commit (ovsdb-server syncs its log) and the veth
+                // overlap; if ovs-vswitchd looked before the device existed it
+                // attaches it when it appears: wait for an ofport either way
+                let (v, o) = tokio::join!(veth, env.ovs.add_port(&bridge, &tap, "", &ids));
+                let t_veth = v?;
+                o?;
+                env.ovs.wait_attached(&tap).await?;
+                tracing::debug!(netns = ?t_ns, veth = ?t_veth, total = ?t0.elapsed(), "plug timings");
+                return Ok(());
+            }
+            let t_veth = veth.await?;
             if att.driver == Driver::Hybrid {
                 let (qbr, qvb) = (att.host_links[1].clone(), att.host_links[2].clone());
                 link::add_bridge(env.host, &qbr).await?;
@@ -277,13 +296,8 @@ pub async fn plug(
                 link::add_host_veth(env.host, &qvb, &ovs_dev, iface.mtu).await?;
                 link::set_master(env.host, &qvb, &qbr).await?;
             }
-            // the pod side and ovs-vswitchd's work overlap
-            let (pod_done, ovs_done) = tokio::join!(
-                link::configure_pod(&pod.handle, &iface),
-                env.ovs.add_port(&bridge, &ovs_dev, "", &ids)
-            );
-            pod_done?;
-            ovs_done?;
+            env.ovs.add_port(&bridge, &ovs_dev, "", &ids).await?;
+            env.ovs.wait_attached(&ovs_dev).await?;
             tracing::debug!(netns = ?t_ns, veth = ?t_veth, total = ?t0.elapsed(), "plug timings");
         }
         Driver::Macvlan => {

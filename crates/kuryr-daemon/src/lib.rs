@@ -515,7 +515,10 @@ impl Daemon {
     }
 
     fn put(&self, a: &Attachment) -> Result<(), CniError> {
-        self.state.put(a).map_err(|e| {
+        let t = Instant::now();
+        let r = self.state.put(a);
+        tracing::trace!(phase = ?a.phase, took = ?t.elapsed(), "attachment recorded");
+        r.map_err(|e| {
             cni_err(
                 errcode::STATE_FAILED,
                 "cannot record the attachment",

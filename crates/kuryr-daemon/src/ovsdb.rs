@@ -62,6 +62,8 @@ struct Conn {
     writer: Writer,
     pending: Pending,
     cur_cfg: Arc<watch::Sender<i64>>,
+    /// Interface rows by uuid: (name, ofport; -1 while not attached).
+    ifaces: Arc<watch::Sender<HashMap<String, (String, i64)>>>,
     alive: watch::Receiver<bool>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -91,11 +93,11 @@ pub struct Ovsdb {
 
 /// Routes one message from the server: a reply to its caller, an `update`
 /// of the monitor to the cur_cfg watch, an `echo` back to the server.
-fn dispatch(msg: Value, pending: &Pending, cur_cfg: &watch::Sender<i64>, writer: &Writer) {
+fn dispatch(msg: Value, pending: &Pending, mon: &Monitored, writer: &Writer) {
     match msg.get("method").and_then(Value::as_str) {
         Some("update") => {
-            if let Some(v) = msg["params"].get(1).and_then(first_cur_cfg) {
-                cur_cfg.send_modify(|c| *c = (*c).max(v));
+            if let Some(u) = msg["params"].get(1) {
+                mon.apply(u);
             }
         }
         Some("echo") => {
@@ -112,6 +114,40 @@ fn dispatch(msg: Value, pending: &Pending, cur_cfg: &watch::Sender<i64>, writer:
             {
                 let _ = tx.send(msg);
             }
+        }
+    }
+}
+
+/// What the monitor keeps current: `Open_vSwitch.cur_cfg` and every
+/// interface's `ofport`.
+#[derive(Clone)]
+struct Monitored {
+    cur_cfg: Arc<watch::Sender<i64>>,
+    ifaces: Arc<watch::Sender<HashMap<String, (String, i64)>>>,
+}
+
+impl Monitored {
+    /// Applies table updates (the monitor's first answer or an `update`).
+    fn apply(&self, u: &Value) {
+        if let Some(v) = first_cur_cfg(u) {
+            self.cur_cfg.send_modify(|c| *c = (*c).max(v));
+        }
+        if let Some(rows) = u["Interface"].as_object() {
+            self.ifaces.send_modify(|m| {
+                for (uuid, row) in rows {
+                    match row.get("new") {
+                        Some(new) => {
+                            let name = new["name"].as_str().unwrap_or_default().to_owned();
+                            // an empty set while vswitchd has not looked yet
+                            let ofport = new["ofport"].as_i64().unwrap_or(-1);
+                            m.insert(uuid.clone(), (name, ofport));
+                        }
+                        None => {
+                            m.remove(uuid);
+                        }
+                    }
+                }
+            });
         }
     }
 }
@@ -194,8 +230,13 @@ impl Ovsdb {
         let writer: Writer = Arc::new(Mutex::new(wr));
         let pending: Pending = Arc::default();
         let cur_cfg = Arc::new(watch::channel(i64::MIN).0);
+        let ifaces = Arc::new(watch::channel(HashMap::new()).0);
+        let mon = Monitored {
+            cur_cfg: cur_cfg.clone(),
+            ifaces: ifaces.clone(),
+        };
         let (alive_tx, alive_rx) = watch::channel(true);
-        let (p, cfg, w) = (pending.clone(), cur_cfg.clone(), writer.clone());
+        let (p, cfg, w) = (pending.clone(), mon.clone(), writer.clone());
         let reader = tokio::spawn(async move {
             let mut buf: Vec<u8> = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 65536];
@@ -229,6 +270,7 @@ impl Ovsdb {
             writer,
             pending,
             cur_cfg,
+            ifaces,
             alive: alive_rx,
             reader,
         };
@@ -236,12 +278,13 @@ impl Ovsdb {
             .call_on(
                 &conn,
                 "monitor",
-                json!([DB, "kuryr-cur-cfg", {"Open_vSwitch": {"columns": ["cur_cfg"]}}]),
+                json!([DB, "kuryr-daemon", {
+                    "Open_vSwitch": {"columns": ["cur_cfg"]},
+                    "Interface": {"columns": ["name", "ofport"]},
+                }]),
             )
             .await?;
-        if let Some(v) = first_cur_cfg(&initial) {
-            conn.cur_cfg.send_modify(|c| *c = (*c).max(v));
-        }
+        mon.apply(&initial);
         Ok(conn)
     }
 
@@ -326,6 +369,24 @@ impl Ovsdb {
                 at: *rx.borrow(),
                 secs,
             }),
+        }
+    }
+
+    /// Waits until interface `name` is attached (ofport > 0). ovs-vswitchd
+    /// retries an interface whose device did not exist yet as soon as the
+    /// device appears.
+    pub async fn wait_attached(&self, name: &str) -> Result<(), OvsdbError> {
+        let conn = self.conn().await?;
+        let mut rx = conn.ifaces.subscribe();
+        let attached =
+            |m: &HashMap<String, (String, i64)>| m.values().any(|(n, of)| n == name && *of > 0);
+        let secs = self.apply_timeout.as_secs();
+        match tokio::time::timeout(self.apply_timeout, rx.wait_for(attached)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(self.io("connection closed while waiting for ovs-vswitchd")),
+            Err(_) => Err(OvsdbError::Refused(format!(
+                "interface {name} not attached by ovs-vswitchd within {secs}s"
+            ))),
         }
     }
 
