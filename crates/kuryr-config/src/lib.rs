@@ -183,6 +183,33 @@ const KNOWN: &[(&str, &[&str])] = &[
 ];
 
 impl KuryrConfig {
+    /// Reads and parses the file at `path` with environment overrides from
+    /// the process. A missing file is not an error: defaults and the
+    /// environment apply, and the first warning says so.
+    pub fn load(path: &std::path::Path) -> Result<(Self, Vec<String>), ConfigError> {
+        let (text, mut warnings) = match std::fs::read_to_string(path) {
+            Ok(t) => (t, vec![]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                String::new(),
+                vec![format!(
+                    "{} does not exist: defaults and environment only",
+                    path.display()
+                )],
+            ),
+            Err(e) => {
+                return Err(ConfigError {
+                    section: String::new(),
+                    option: String::new(),
+                    line: None,
+                    reason: format!("reading {}: {e}", path.display()),
+                });
+            }
+        };
+        let (cfg, more) = Self::parse(&text, |k| std::env::var(k).ok())?;
+        warnings.extend(more);
+        Ok((cfg, warnings))
+    }
+
     /// Parses `text`; `env` looks up override variables (pass
     /// `|k| std::env::var(k).ok()`). Returns the config and the warnings.
     pub fn parse(
@@ -491,5 +518,18 @@ password = s3cret
         assert_eq!(c.kubernetes.vif_pool_driver, "noop");
         assert_eq!(c.neutron_defaults.ovs_bridge, "br-int");
         assert_eq!(c.vif_pool.ports_pool_batch, 10);
+    }
+
+    #[test]
+    fn loads_a_file_or_warns_that_there_is_none() {
+        let (cfg, w) = KuryrConfig::load(std::path::Path::new("/nonexistent/kuryr.conf")).unwrap();
+        assert_eq!(cfg.neutron_defaults.ovs_bridge, "br-int");
+        assert!(w[0].contains("does not exist"), "{w:?}");
+        let p = std::env::temp_dir().join(format!("kuryr-conf-{}.conf", std::process::id()));
+        std::fs::write(&p, "[binding]\nlink_iface = ens3\n").unwrap();
+        let (cfg, w) = KuryrConfig::load(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(cfg.binding.link_iface, "ens3");
+        assert!(w.is_empty(), "{w:?}");
     }
 }

@@ -171,11 +171,11 @@ fn ovs_bridge(vif: &Vif) -> String {
 pub async fn prepare(env: &PlugEnv<'_>, vif: &Vif, att: &Attachment) -> Result<(), BindError> {
     let iface = pod_iface(vif, &att.ifname, env.mtu)?;
     let tap = dev_name("tap", &vif.id);
-    match link::add_veth_local(env.host, &tap, &att.ifname, iface.mac, iface.mtu).await {
+    match link::add_veth(env.host, &tap, &att.ifname, None, iface.mac, iface.mtu).await {
         Err(e) if e.is(EEXIST) => {
             link::delete(env.host, &tap).await?;
             link::delete(env.host, &att.ifname).await?;
-            link::add_veth_local(env.host, &tap, &att.ifname, iface.mac, iface.mtu).await?;
+            link::add_veth(env.host, &tap, &att.ifname, None, iface.mac, iface.mtu).await?;
         }
         r => r?,
     }
@@ -261,14 +261,22 @@ pub async fn plug(
             let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);
             let veth = async {
                 let made =
-                    link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu).await;
+                    link::add_veth(env.host, &tap, &att.ifname, Some(&ns), iface.mac, iface.mtu)
+                        .await;
                 match made {
                     // a leftover host end (named after the port: only ours) is replaced
                     Err(e) if e.is(EEXIST) && link::get(env.host, &tap).await?.is_some() => {
                         tracing::info!(link = %tap, "replacing a leftover host link");
                         link::delete(env.host, &tap).await?;
-                        link::add_veth(env.host, &tap, &att.ifname, &ns, iface.mac, iface.mtu)
-                            .await?;
+                        link::add_veth(
+                            env.host,
+                            &tap,
+                            &att.ifname,
+                            Some(&ns),
+                            iface.mac,
+                            iface.mtu,
+                        )
+                        .await?;
                     }
                     r => r?,
                 }

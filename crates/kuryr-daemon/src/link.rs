@@ -181,70 +181,45 @@ pub async fn delete(h: &Handle, name: &str) -> Result<bool, LinkError> {
     }
 }
 
-/// The peer end of a link created straight into the namespace `ns`.
-fn in_ns(name: &str, ns: &File, mac: [u8; 6], mtu: Option<u32>) -> LinkMessage {
-    let mut b = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(name.to_owned())
-        .address(mac.to_vec())
-        .setns_by_fd(ns.as_raw_fd());
-    if let Some(m) = mtu {
-        b = b.mtu(m);
+fn with_mtu<T>(b: LinkMessageBuilder<T>, mtu: Option<u32>) -> LinkMessageBuilder<T> {
+    match mtu {
+        Some(m) => b.mtu(m),
+        None => b,
     }
-    b.build()
 }
 
-/// A veth pair: `host_name` (up) on the host, `peer` created directly in
-/// the namespace `ns` with `mac`.
+/// Sends one RTM_NEWLINK; `what` names it in the error.
+async fn create(h: &Handle, msg: LinkMessage, what: String) -> Result<(), LinkError> {
+    h.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|e| LinkError::new(what, e))
+}
+
+/// A veth pair: `host_name` (up) on the host and `peer` with `mac`,
+/// created straight in the namespace `ns` (or, with `None`, left down in
+/// the host namespace until [`move_into`] hands it to its pod).
 pub async fn add_veth(
     host: &Handle,
     host_name: &str,
     peer: &str,
-    ns: &File,
-    mac: [u8; 6],
-    mtu: Option<u32>,
-) -> Result<(), LinkError> {
-    let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-        .name(host_name.to_owned())
-        .up()
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(in_ns(peer, ns, mac, mtu))));
-    if let Some(m) = mtu {
-        b = b.mtu(m);
-    }
-    host.link()
-        .add(b.build())
-        .execute()
-        .await
-        .map_err(|e| LinkError::new(format!("creating veth {host_name} / {peer}"), e))
-}
-
-/// A veth pair made ahead of its pod: `host_name` (up) and `peer` (down,
-/// with `mac`) both in the host namespace, until [`move_into`] hands the
-/// peer to the pod.
-pub async fn add_veth_local(
-    host: &Handle,
-    host_name: &str,
-    peer: &str,
+    ns: Option<&File>,
     mac: [u8; 6],
     mtu: Option<u32>,
 ) -> Result<(), LinkError> {
     let mut p = LinkMessageBuilder::<LinkUnspec>::new()
         .name(peer.to_owned())
         .address(mac.to_vec());
-    if let Some(m) = mtu {
-        p = p.mtu(m);
+    if let Some(ns) = ns {
+        p = p.setns_by_fd(ns.as_raw_fd());
     }
-    let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+    let b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
         .name(host_name.to_owned())
         .up()
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())));
-    if let Some(m) = mtu {
-        b = b.mtu(m);
-    }
-    host.link()
-        .add(b.build())
-        .execute()
-        .await
-        .map_err(|e| LinkError::new(format!("creating veth {host_name} / {peer}"), e))
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(with_mtu(p, mtu).build())));
+    let what = format!("creating veth {host_name} / {peer}");
+    create(host, with_mtu(b, mtu).build(), what).await
 }
 
 /// Moves link `name` into the namespace `ns`, renamed `new_name` there, in
@@ -270,15 +245,8 @@ pub async fn add_host_veth(
     b: &str,
     mtu: Option<u32>,
 ) -> Result<(), LinkError> {
-    let mut m = LinkVeth::new(a, b).up();
-    if let Some(v) = mtu {
-        m = m.mtu(v);
-    }
-    h.link()
-        .add(m.build())
-        .execute()
-        .await
-        .map_err(|e| LinkError::new(format!("creating veth {a} / {b}"), e))?;
+    let m = with_mtu(LinkVeth::new(a, b).up(), mtu).build();
+    create(h, m, format!("creating veth {a} / {b}")).await?;
     set_up(h, b).await
 }
 
@@ -292,17 +260,11 @@ pub async fn add_macvlan(
     mtu: Option<u32>,
 ) -> Result<(), LinkError> {
     let p = parent_index(host, parent).await?;
-    let mut b = LinkMacVlan::new(name, p, MacVlanMode::Bridge)
+    let b = LinkMacVlan::new(name, p, MacVlanMode::Bridge)
         .address(mac.to_vec())
         .setns_by_fd(ns.as_raw_fd());
-    if let Some(m) = mtu {
-        b = b.mtu(m);
-    }
-    host.link()
-        .add(b.build())
-        .execute()
-        .await
-        .map_err(|e| LinkError::new(format!("creating macvlan {name} on {parent}"), e))
+    let what = format!("creating macvlan {name} on {parent}");
+    create(host, with_mtu(b, mtu).build(), what).await
 }
 
 /// A VLAN `vlan_id` of `parent` created directly in `ns` as `name`.
@@ -316,17 +278,11 @@ pub async fn add_vlan(
     mtu: Option<u32>,
 ) -> Result<(), LinkError> {
     let p = parent_index(host, parent).await?;
-    let mut b = LinkVlan::new(name, p, vlan_id)
+    let b = LinkVlan::new(name, p, vlan_id)
         .address(mac.to_vec())
         .setns_by_fd(ns.as_raw_fd());
-    if let Some(m) = mtu {
-        b = b.mtu(m);
-    }
-    host.link()
-        .add(b.build())
-        .execute()
-        .await
-        .map_err(|e| LinkError::new(format!("creating VLAN {vlan_id} {name} on {parent}"), e))
+    let what = format!("creating VLAN {vlan_id} {name} on {parent}");
+    create(host, with_mtu(b, mtu).build(), what).await
 }
 
 async fn parent_index(h: &Handle, parent: &str) -> Result<u32, LinkError> {

@@ -85,15 +85,7 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     }
-    let text = match std::fs::read_to_string(&args.config_file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(file = %args.config_file.display(), "no kuryr.conf: defaults and environment only");
-            String::new()
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", args.config_file.display())),
-    };
-    let (cfg, warnings) = KuryrConfig::parse(&text, |k| std::env::var(k).ok())?;
+    let (cfg, warnings) = KuryrConfig::load(&args.config_file)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }

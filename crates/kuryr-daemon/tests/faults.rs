@@ -6,31 +6,12 @@
 mod common;
 
 use common::*;
-use kuryr_stack_tests::env::StackEnv;
-use kuryr_stack_tests::finally;
 use kuryr_stack_tests::net::Netns;
 use std::time::Duration;
 
-async fn with_namespace<F, Fut>(f: F) -> anyhow::Result<()>
-where
-    F: FnOnce(StackEnv, kube::Client, String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let env = StackEnv::load()?;
-    env.require("k8s")?;
-    env.require("ovs")?;
-    let client = kube_client(&env).await?;
-    let ns = namespace(&client).await?;
-    let (c2, ns2) = (client.clone(), ns.clone());
-    finally(f(env, client, ns), async move {
-        drop_namespace(&c2, &ns2).await
-    })
-    .await
-}
-
 #[tokio::test]
 async fn bad_input_gets_a_cni_error_and_leaves_nothing() -> anyhow::Result<()> {
-    with_namespace(|env, client, ns| async move {
+    with_namespace(&["k8s", "ovs"], |env, client, ns| async move {
         let d = Daemon::start(&env, &[("KURYR_CNI_DAEMON__VIF_ANNOTATION_TIMEOUT", "2")])?;
         let pod_ns = Netns::new("kdf")?;
         let netns = format!("/var/run/netns/{}", pod_ns.name);
@@ -170,7 +151,7 @@ async fn bad_input_gets_a_cni_error_and_leaves_nothing() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn restart_keeps_pods_and_a_kill_mid_add_recovers() -> anyhow::Result<()> {
-    with_namespace(|env, client, ns| async move {
+    with_namespace(&["k8s", "ovs"], |env, client, ns| async move {
         let mut d = Daemon::start(&env, &[])?;
         let conf = d.conf("1.1.0");
         // a plugged pod survives a SIGKILL of the daemon untouched

@@ -9,9 +9,8 @@ mod common;
 
 use common::*;
 use kuryr_crds::VifKind;
-use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::net::{Netns, Veth};
-use kuryr_stack_tests::{finally, unique_name};
+use kuryr_stack_tests::unique_name;
 
 /// The host has VLAN support (tried in a scratch namespace).
 fn kernel_has_vlan() -> bool {
@@ -28,13 +27,7 @@ fn kernel_has_vlan() -> bool {
 }
 
 async fn nested(kind: VifKind, subnet: &str) -> anyhow::Result<()> {
-    let env = StackEnv::load()?;
-    env.require("k8s")?;
-    let client = kube_client(&env).await?;
-    let ns = namespace(&client).await?;
-    let (c2, ns2) = (client.clone(), ns.clone());
-    finally(
-        async {
+    with_namespace(&["k8s"], |env, client, ns| async move {
             // the VM's NIC and, behind it, the network with a peer at .1
             let outside = Netns::new("kdout")?;
             let nic = Veth::new(&outside, "peer0")?;
@@ -91,9 +84,7 @@ async fn nested(kind: VifKind, subnet: &str) -> anyhow::Result<()> {
             let (rc, out) = cni(&CniCall { command: "DEL", ..call }, &d.conf("1.1.0"));
             assert_eq!(rc, 0, "{out}");
             Ok(())
-        },
-        async move { drop_namespace(&c2, &ns2).await },
-    )
+    })
     .await
 }
 

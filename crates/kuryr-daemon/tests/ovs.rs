@@ -6,21 +6,11 @@
 mod common;
 
 use common::*;
-use kuryr_stack_tests::env::StackEnv;
-use kuryr_stack_tests::finally;
 use kuryr_stack_tests::net::Netns;
 
 #[tokio::test]
 async fn add_check_del_with_an_active_vif() -> anyhow::Result<()> {
-    let env = StackEnv::load()?;
-    env.require("k8s")?;
-    env.require("ovs")?;
-    let client = kube_client(&env).await?;
-    let ns = namespace(&client).await?;
-    let c2 = client.clone();
-    let ns2 = ns.clone();
-    finally(
-        async {
+    with_namespace(&["k8s", "ovs"], |env, client, ns| async move {
             let d = Daemon::start(&env, &[("KURYR_DAEMON_PREPARE_VIFS", "true")])?;
             let vif = fake_vif(1, "10.250.1.0/24", true);
             kuryrport(&client, &ns, "pod-a", "uid-a", &d.node, Some(vif.clone())).await?;
@@ -96,80 +86,69 @@ async fn add_check_del_with_an_active_vif() -> anyhow::Result<()> {
             let m2 = http_get(&d.metrics, "/metrics")?;
             assert!(m2.contains("kuryr_cni_adopted_total 1"), "{m2}");
             Ok(())
-        },
-        async move { drop_namespace(&c2, &ns2).await },
-    )
+    })
     .await
 }
 
 #[tokio::test]
 async fn hybrid_plug_puts_a_linux_bridge_between_pod_and_ovs() -> anyhow::Result<()> {
-    let env = StackEnv::load()?;
-    env.require("k8s")?;
-    env.require("ovs")?;
-    let client = kube_client(&env).await?;
-    let ns = namespace(&client).await?;
-    let (c2, ns2) = (client.clone(), ns.clone());
-    finally(
-        async {
-            let d = Daemon::start(&env, &[])?;
-            let mut vif = fake_vif(2, "10.250.4.0/24", true);
-            let id = vif.id.clone();
-            let dev = |p: &str| format!("{p}{}", &id[..11]);
-            vif.kind = kuryr_crds::VifKind::Bridge {
-                bridge_name: dev("qbr"),
-            };
-            kuryrport(&client, &ns, "pod-h", "uid-h", &d.node, Some(vif.clone())).await?;
-            let pod_ns = Netns::new("kdh")?;
-            let netns = format!("/var/run/netns/{}", pod_ns.name);
-            let call = CniCall {
-                command: "ADD",
-                container_id: "cid-h-1",
-                netns: &netns,
-                ifname: "eth0",
-                pod: (&ns, "pod-h", "uid-h"),
-            };
-            let (rc, out) = cni(&call, &d.conf("1.1.0"));
-            assert_eq!(rc, 0, "ADD: {out}\n{}", d.log_text());
-            // tap and qvb are ports of the Linux bridge; qvo is the OVS port
-            for p in ["tap", "qvb"] {
-                let master = std::fs::read_link(format!("/sys/class/net/{}/master", dev(p)))?;
-                assert!(master.ends_with(dev("qbr")), "{p}: {master:?}");
-            }
-            assert_eq!(ovs_ports_of(&env, "cid-h-1"), vec![dev("qvo")]);
-            let ids = vsctl(&env, &["get", "Interface", &dev("qvo"), "external_ids"]);
-            assert!(ids.contains(&format!("iface-id=\"{id}\"")), "{ids}");
-            assert!(
-                pod_ns
-                    .ip(&["addr", "show", "eth0"])?
-                    .contains("10.250.4.4/24")
-            );
-            let (rc, out) = cni(
-                &CniCall {
-                    command: "CHECK",
-                    ..call
-                },
-                &d.conf("1.1.0"),
-            );
-            assert_eq!(rc, 0, "CHECK: {out}");
-            let (rc, out) = cni(
-                &CniCall {
-                    command: "DEL",
-                    ..call
-                },
-                &d.conf("1.1.0"),
-            );
-            assert_eq!(rc, 0, "DEL: {out}");
-            assert!(ovs_ports_of(&env, "cid-h-1").is_empty());
-            eventually("tap, qbr, qvb, qvo gone", || {
-                ["tap", "qbr", "qvb", "qvo"]
-                    .iter()
-                    .all(|p| !link_exists(&dev(p)))
-            });
-            eventually("record gone", || d.state_files().is_empty());
-            Ok(())
-        },
-        async move { drop_namespace(&c2, &ns2).await },
-    )
+    with_namespace(&["k8s", "ovs"], |env, client, ns| async move {
+        let d = Daemon::start(&env, &[])?;
+        let mut vif = fake_vif(2, "10.250.4.0/24", true);
+        let id = vif.id.clone();
+        let dev = |p: &str| format!("{p}{}", &id[..11]);
+        vif.kind = kuryr_crds::VifKind::Bridge {
+            bridge_name: dev("qbr"),
+        };
+        kuryrport(&client, &ns, "pod-h", "uid-h", &d.node, Some(vif.clone())).await?;
+        let pod_ns = Netns::new("kdh")?;
+        let netns = format!("/var/run/netns/{}", pod_ns.name);
+        let call = CniCall {
+            command: "ADD",
+            container_id: "cid-h-1",
+            netns: &netns,
+            ifname: "eth0",
+            pod: (&ns, "pod-h", "uid-h"),
+        };
+        let (rc, out) = cni(&call, &d.conf("1.1.0"));
+        assert_eq!(rc, 0, "ADD: {out}\n{}", d.log_text());
+        // tap and qvb are ports of the Linux bridge; qvo is the OVS port
+        for p in ["tap", "qvb"] {
+            let master = std::fs::read_link(format!("/sys/class/net/{}/master", dev(p)))?;
+            assert!(master.ends_with(dev("qbr")), "{p}: {master:?}");
+        }
+        assert_eq!(ovs_ports_of(&env, "cid-h-1"), vec![dev("qvo")]);
+        let ids = vsctl(&env, &["get", "Interface", &dev("qvo"), "external_ids"]);
+        assert!(ids.contains(&format!("iface-id=\"{id}\"")), "{ids}");
+        assert!(
+            pod_ns
+                .ip(&["addr", "show", "eth0"])?
+                .contains("10.250.4.4/24")
+        );
+        let (rc, out) = cni(
+            &CniCall {
+                command: "CHECK",
+                ..call
+            },
+            &d.conf("1.1.0"),
+        );
+        assert_eq!(rc, 0, "CHECK: {out}");
+        let (rc, out) = cni(
+            &CniCall {
+                command: "DEL",
+                ..call
+            },
+            &d.conf("1.1.0"),
+        );
+        assert_eq!(rc, 0, "DEL: {out}");
+        assert!(ovs_ports_of(&env, "cid-h-1").is_empty());
+        eventually("tap, qbr, qvb, qvo gone", || {
+            ["tap", "qbr", "qvb", "qvo"]
+                .iter()
+                .all(|p| !link_exists(&dev(p)))
+        });
+        eventually("record gone", || d.state_files().is_empty());
+        Ok(())
+    })
     .await
 }

@@ -423,3 +423,24 @@ pub fn eventually(what: &str, f: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs `f` with the stack's env, a Kubernetes client and a fresh test
+/// namespace (deleted afterwards whatever happened); `needs` names the
+/// stack components the test requires.
+pub async fn with_namespace<F, Fut>(needs: &[&str], f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(StackEnv, kube::Client, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let env = StackEnv::load()?;
+    for n in needs {
+        env.require(n)?;
+    }
+    let client = kube_client(&env).await?;
+    let ns = namespace(&client).await?;
+    let (c2, ns2) = (client.clone(), ns.clone());
+    kuryr_stack_tests::finally(f(env, client, ns), async move {
+        drop_namespace(&c2, &ns2).await
+    })
+    .await
+}
