@@ -90,9 +90,17 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(
         kuryr_controller::Context::new(kube, os, &cfg, args.cluster_id, args.pod_selector).await?,
     );
-    tracing::info!(network = %ctx.network.id, subnet = %ctx.settings.subnet_id, "kuryr-controller running");
-    kuryr_controller::run(ctx, async {
-        let _ = tokio::signal::ctrl_c().await;
+    let (addr, _metrics) =
+        kuryr_controller::metrics::serve(&args.metrics_address, ctx.metrics.clone())
+            .await
+            .with_context(|| format!("serving metrics on {}", args.metrics_address))?;
+    tracing::info!(network = %ctx.network.id, subnet = %ctx.settings.subnet_id, metrics = %addr, "kuryr-controller running");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    kuryr_controller::run(ctx, async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     })
     .await;
     Ok(())
