@@ -101,6 +101,23 @@ pub struct Binding {
     pub link_iface: String,
 }
 
+/// Sets up the process's `tracing` output, as every kuryr-rs binary does:
+/// `RUST_LOG` filter (default `info`), JSON lines or text on stderr,
+/// colours only on a terminal.
+pub fn init_logging(json: bool) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KuryrConfig {

@@ -55,34 +55,14 @@ fn cloud_config(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if args.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        use std::io::IsTerminal;
-        tracing_subscriber::fmt()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
-            .init();
-    }
+    kuryr_config::init_logging(args.log_format == "json");
     let (cfg, warnings) = KuryrConfig::load(&args.config_file)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let kube_cfg = match &args.kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    let kube = kube::Client::try_from(kube_cfg)?;
+    let kube = kuryr_crds::kube_client(args.kubeconfig.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("Kubernetes client: {e}"))?;
     let os = kuryr_openstack::Client::new(cloud_config(&cfg.neutron)?)?;
     kuryr_crds::install(&kube)
         .await

@@ -203,6 +203,22 @@ pub enum InstallError {
     NotEstablished(String),
 }
 
+/// A Kubernetes client from `kubeconfig`, or else as kubectl finds one
+/// (KUBECONFIG, ~/.kube/config, in-cluster).
+pub async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let cfg = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| format!("reading {}: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(cfg)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
