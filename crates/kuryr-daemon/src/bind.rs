@@ -228,14 +228,14 @@ pub struct PlugEnv<'a> {
     pub node: &'a str,
 }
 
-/// Binds `vif` as `att` describes (`att.host_links` / `ovs_port` are filled
-/// in). `adopt`: a previous attempt of this same attachment may have left
+/// Binds `vif` as `att` describes; `att.host_links` and `ovs_port` are
+/// [`planned`]'s names, recorded before anything is made. `adopt`: a previous attempt of this same attachment may have left
 /// links behind, which are replaced; otherwise an interface of that name in
 /// the pod is a clash.
 pub async fn plug(
     env: &PlugEnv<'_>,
     vif: &Vif,
-    att: &mut Attachment,
+    att: &Attachment,
     adopt: bool,
 ) -> Result<(), BindError> {
     let t0 = std::time::Instant::now();
@@ -252,10 +252,10 @@ pub async fn plug(
     }
     match att.driver {
         Driver::Ovs | Driver::Hybrid => {
-            let (links, ovs_dev) = planned(att.driver, vif);
-            let ovs_dev = ovs_dev.expect("OVS drivers plug into OVS");
-            att.host_links = links;
-            att.ovs_port = Some(ovs_dev.clone());
+            let ovs_dev = att
+                .ovs_port
+                .clone()
+                .ok_or_else(|| BindError::BadVif(format!("{}: no OVS port planned", vif.id)))?;
             let tap = att.host_links[0].clone();
             let bridge = ovs_bridge(vif);
             let ids = ovs_ids(vif, &att.pod_uid, &att.container_id, env.node);

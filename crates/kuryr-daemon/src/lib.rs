@@ -123,9 +123,7 @@ impl Daemon {
             reaper: Default::default(),
             used_ports: Default::default(),
         };
-        d.metrics
-            .attachments
-            .store(d.state.all().len() as u64, Ordering::Relaxed);
+        d.count_attachments();
         Ok(d)
     }
 
@@ -235,21 +233,22 @@ impl Daemon {
                 }
             }
         }
-        for a in self.state.all() {
-            if a.phase == Phase::Prepared && !wanted.contains_key(&a.port_id) {
-                self.drop_prepared(&a).await;
-            }
+        for a in self
+            .state
+            .filter(|a| a.phase == Phase::Prepared && !wanted.contains_key(&a.port_id))
+        {
+            self.drop_prepared(&a).await;
         }
         for (port, (vif, ns, name, uid)) in wanted {
             if self.used_ports.lock().expect("used ports").contains(&port)
-                || self.state.all().iter().any(|a| a.port_id == port)
+                || self.state.any(|a| a.port_id == port)
             {
                 continue;
             }
             let plock = self.lock_of(&port_key(&port));
             let _p = plock.lock().await;
             // re-check under the lock: an ADD may have taken it meanwhile
-            if self.state.all().iter().any(|a| a.port_id == port) {
+            if self.state.any(|a| a.port_id == port) {
                 continue;
             }
             let (links, ovs_port) = bind::planned(state::Driver::Ovs, &vif);
@@ -308,7 +307,7 @@ impl Daemon {
     fn count_attachments(&self) {
         self.metrics
             .attachments
-            .store(self.state.all().len() as u64, Ordering::Relaxed);
+            .store(self.state.len() as u64, Ordering::Relaxed);
     }
 
     /// Handles one request body from kuryr-cni.
@@ -406,6 +405,8 @@ impl Daemon {
                 ),
             ));
         };
+        let driver = bind::driver_of(&vif);
+        let (host_links, ovs_port) = bind::planned(driver, &vif);
         let mut att = Attachment {
             container_id: req.container_id.clone(),
             ifname: ifname.clone(),
@@ -413,10 +414,10 @@ impl Daemon {
             pod_namespace: ns.clone(),
             pod_name: pod.clone(),
             pod_uid,
-            driver: bind::driver_of(&vif),
+            driver,
             port_id: vif.id.clone(),
-            host_links: bind::planned(bind::driver_of(&vif), &vif).0,
-            ovs_port: bind::planned(bind::driver_of(&vif), &vif).1,
+            host_links,
+            ovs_port,
             phase: Phase::Plugging,
             result: None,
         };
@@ -427,14 +428,12 @@ impl Daemon {
         // a previous attempt of this attachment, or another sandbox's
         // attachment of the same port (DEL'd with its links still pending,
         // or never DEL'd): undone first, a port is plugged in one place
-        let all = self.state.all();
-        let prepared = all
-            .iter()
-            .find(|a| a.phase == Phase::Prepared && a.port_id == vif.id)
-            .cloned();
-        let stale = all.into_iter().filter(|a| {
-            a.port_id == vif.id && a.container_id != req.container_id && a.phase != Phase::Prepared
-        });
+        let (prepared, stale): (Vec<_>, Vec<_>) = self
+            .state
+            .filter(|a| a.port_id == vif.id && a.container_id != req.container_id)
+            .into_iter()
+            .partition(|a| a.phase == Phase::Prepared);
+        let prepared = prepared.into_iter().next();
         for old in prior.iter().cloned().chain(stale) {
             let _ = bind::unplug(&self.env(), &old).await;
             if old.container_id != req.container_id {
@@ -472,7 +471,7 @@ impl Daemon {
         }
         if !adopted {
             self.put(&att)?;
-            if let Err(e) = bind::plug(&env, &vif, &mut att, prior.is_some()).await {
+            if let Err(e) = bind::plug(&env, &vif, &att, prior.is_some()).await {
                 let cerr = bind_err(e);
                 self.undo(&att).await;
                 return Err(cerr);
@@ -707,10 +706,11 @@ impl Daemon {
     /// container no record knows are deleted. Returns how many were removed.
     pub async fn gc(&self) -> usize {
         let before = self.metrics.gc_removed.load(Ordering::Relaxed);
-        for att in self.state.all() {
-            if att.phase != Phase::Prepared && !std::path::Path::new(&att.netns).exists() {
-                self.remove_stale(&att, "network namespace gone").await;
-            }
+        for att in self
+            .state
+            .filter(|a| a.phase != Phase::Prepared && !std::path::Path::new(&a.netns).exists())
+        {
+            self.remove_stale(&att, "network namespace gone").await;
         }
         match self.ovs.ports_with(ovsdb::CONTAINER_KEY).await {
             Ok(ports) => {
@@ -725,8 +725,6 @@ impl Daemon {
                     let _g = plock.lock().await;
                     let known = self
                         .state
-                        .all()
-                        .iter()
                         .any(|a| a.ovs_port.as_deref() == Some(p.name.as_str()));
                     if !known {
                         tracing::info!(port = %p.name, container = %p.external_ids[ovsdb::CONTAINER_KEY], "removing an OVS port no attachment records");

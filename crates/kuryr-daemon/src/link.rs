@@ -197,6 +197,20 @@ async fn create(h: &Handle, msg: LinkMessage, what: String) -> Result<(), LinkEr
         .map_err(|e| LinkError::new(what, e))
 }
 
+/// Creates the link `b` describes straight in the namespace `ns`, with
+/// `mac` and `mtu`.
+async fn create_in<T>(
+    h: &Handle,
+    b: LinkMessageBuilder<T>,
+    ns: &File,
+    mac: [u8; 6],
+    mtu: Option<u32>,
+    what: String,
+) -> Result<(), LinkError> {
+    let b = b.address(mac.to_vec()).setns_by_fd(ns.as_raw_fd());
+    create(h, with_mtu(b, mtu).build(), what).await
+}
+
 /// A veth pair: `host_name` (up) on the host and `peer` with `mac`,
 /// created straight in the namespace `ns` (or, with `None`, left down in
 /// the host namespace until [`move_into`] hands it to its pod).
@@ -260,11 +274,9 @@ pub async fn add_macvlan(
     mtu: Option<u32>,
 ) -> Result<(), LinkError> {
     let p = parent_index(host, parent).await?;
-    let b = LinkMacVlan::new(name, p, MacVlanMode::Bridge)
-        .address(mac.to_vec())
-        .setns_by_fd(ns.as_raw_fd());
+    let b = LinkMacVlan::new(name, p, MacVlanMode::Bridge);
     let what = format!("creating macvlan {name} on {parent}");
-    create(host, with_mtu(b, mtu).build(), what).await
+    create_in(host, b, ns, mac, mtu, what).await
 }
 
 /// A VLAN `vlan_id` of `parent` created directly in `ns` as `name`.
@@ -278,11 +290,9 @@ pub async fn add_vlan(
     mtu: Option<u32>,
 ) -> Result<(), LinkError> {
     let p = parent_index(host, parent).await?;
-    let b = LinkVlan::new(name, p, vlan_id)
-        .address(mac.to_vec())
-        .setns_by_fd(ns.as_raw_fd());
+    let b = LinkVlan::new(name, p, vlan_id);
     let what = format!("creating VLAN {vlan_id} {name} on {parent}");
-    create(host, with_mtu(b, mtu).build(), what).await
+    create_in(host, b, ns, mac, mtu, what).await
 }
 
 async fn parent_index(h: &Handle, parent: &str) -> Result<u32, LinkError> {

@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     let (addr, _health) = server::serve_health(&args.metrics_address, daemon.clone())
         .await
         .with_context(|| format!("serving metrics on {}", args.metrics_address))?;
-    tracing::info!(node = %node, socket = %socket.display(), metrics = %addr, attachments = daemon.state.all().len(), "kuryr-daemon running");
+    tracing::info!(node = %node, socket = %socket.display(), metrics = %addr, attachments = daemon.state.len(), "kuryr-daemon running");
     let gc = {
         let d = daemon.clone();
         let every = args.gc_interval;

@@ -221,16 +221,30 @@ impl Store {
             .cloned()
     }
 
-    /// Every attachment of a container.
-    pub fn of_container(&self, container_id: &str) -> Vec<Attachment> {
-        let prefix = format!("{container_id}/");
+    /// The attachments matching `f` (cloned; the rest are not).
+    pub fn filter(&self, f: impl Fn(&Attachment) -> bool) -> Vec<Attachment> {
         self.mem
             .lock()
             .expect("state lock")
-            .iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, a)| a.clone())
+            .values()
+            .filter(|a| f(a))
+            .cloned()
             .collect()
+    }
+
+    /// Whether any attachment matches `f` (nothing is cloned).
+    pub fn any(&self, f: impl Fn(&Attachment) -> bool) -> bool {
+        self.mem.lock().expect("state lock").values().any(f)
+    }
+
+    /// How many attachments there are.
+    pub fn len(&self) -> usize {
+        self.mem.lock().expect("state lock").len()
+    }
+
+    /// There are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Every attachment.
@@ -286,7 +300,9 @@ mod tests {
         let s2 = Store::open(&dir).unwrap();
         assert_eq!(s2.all().len(), 2);
         assert_eq!(s2.get("c2", "eth0").unwrap().phase, Phase::Plugged);
-        assert_eq!(s2.of_container("c1").len(), 1);
+        assert_eq!(s2.filter(|a| a.container_id == "c1").len(), 1);
+        assert!(s2.any(|a| a.phase == Phase::Plugged));
+        assert_eq!(s2.len(), 2);
         assert!(dir.join("junk_eth0.bad").exists());
         s2.remove("c1", "eth0").unwrap();
         s2.remove("c1", "eth0").unwrap();
