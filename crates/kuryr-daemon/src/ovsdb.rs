@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -195,11 +195,6 @@ impl Ovsdb {
             next_id: AtomicU64::new(1),
             apply_timeout: Duration::from_secs(20),
         }
-    }
-
-    /// The socket path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn io(&self, err: impl std::fmt::Display) -> OvsdbError {
