@@ -42,6 +42,9 @@ pub struct Kubernetes {
     pub token_file: Option<String>,
     /// `ssl_ca_crt_file`.
     pub ssl_ca_crt_file: Option<String>,
+    /// `port_debug`: name pool ports after their pod and set their
+    /// device_id while in use (costs a Neutron call per pod).
+    pub port_debug: bool,
 }
 
 /// `[neutron_defaults]`.
@@ -169,6 +172,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "api_root",
             "token_file",
             "ssl_ca_crt_file",
+            "port_debug",
         ],
     ),
     (
@@ -342,8 +346,24 @@ impl KuryrConfig {
                 }
             },
         };
+        let port_debug = match get("kubernetes", "port_debug") {
+            None => false,
+            Some((v, line)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    return Err(err(
+                        "kubernetes",
+                        "port_debug",
+                        line,
+                        format!("`{v}` is not a boolean (true or false)"),
+                    ));
+                }
+            },
+        };
         let cfg = Self {
             kubernetes: Kubernetes {
+                port_debug,
                 pod_vif_driver: choice("kubernetes", "pod_vif_driver", "neutron-vif", DRIVERS_VIF)?,
                 vif_pool_driver: choice("kubernetes", "vif_pool_driver", "noop", DRIVERS_POOL)?,
                 pod_subnets_driver: choice(

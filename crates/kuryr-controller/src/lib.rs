@@ -1,34 +1,81 @@
 //! kuryr-controller: every pod gets a Neutron port, recorded as a VIF in the
 //! pod's KuryrPort, which the node daemon reads to plug the pod.
 //!
-//! This first version runs the pod handler with the `neutron-vif` driver
-//! (side-by-side: the port is bound to the pod's node) and no port pool:
-//! pod → finalizer → KuryrPort → Neutron port (found by tag before it is
-//! made, so retries and restarts never duplicate) → VIF in the KuryrPort →
-//! VIF marked active once Neutron says ACTIVE; pod deleted or finished →
-//! port deleted → KuryrPort deleted → finalizer removed. The decisions are
-//! in [`plan`] (pure); this module does the I/O.
+//! The pod handler: pod → finalizer → KuryrPort → Neutron port (from a pool,
+//! or made for the pod and found by its tag before it is made, so retries
+//! and restarts never duplicate) → VIF in the KuryrPort → VIF marked active
+//! once Neutron says ACTIVE; pod deleted or finished → port back to its pool
+//! (or deleted) → KuryrPort deleted → finalizer removed. The decisions are
+//! in [`plan`], [`pool`] and [`gc`] (pure); the drivers ([`drivers`]) place
+//! ports for side-by-side, nested-vlan and nested-macvlan nodes; [`ports`]
+//! runs the pools; [`startup`] reconciles with Neutron at start and then
+//! periodically; [`leader`] makes sure only one replica does any of this.
 
+pub mod active;
+pub mod drivers;
+pub mod gc;
+pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod pool;
+pub mod ports;
+pub mod startup;
+pub mod vlan;
 
+use drivers::{DriverError, DriverKind, Drivers};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kuryr_crds::{
     DEFAULT_IFNAME, KURYRPORT_FINALIZER, KuryrPort, KuryrPortSpec, KuryrPortStatus,
-    NODE_NAME_LABEL, POD_FINALIZER, Vif, VifEntry, VifKind,
+    NODE_NAME_LABEL, POD_FINALIZER, Vif, VifEntry,
 };
 use kuryr_openstack::Query;
-use kuryr_openstack::types::neutron::{Network, Subnet};
+use kuryr_openstack::types::neutron::{Network, Port, Subnet};
 use plan::{PortSettings, Step};
 use serde_json::json;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Tuning beyond kuryr.conf (flags of the binary).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Only pods matching this label selector (all when `None`).
+    pub pod_selector: Option<String>,
+    /// Report leaked ports instead of deleting them.
+    pub gc_dry_run: bool,
+    /// Time between reconciliation passes with Neutron (0: only at start).
+    pub gc_interval: Duration,
+    /// Time between looks at ports waiting to go ACTIVE.
+    pub active_poll: Duration,
+    /// A port still DOWN this long gets a warning event on its pod.
+    pub active_warning: Duration,
+    /// How long a given-back pool port waits before another pod gets it
+    /// (default: `[vif_pool] ports_pool_update_frequency`).
+    pub pool_cool_down: Option<Duration>,
+    /// Name of this replica in events.
+    pub instance: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            pod_selector: None,
+            gc_dry_run: false,
+            gc_interval: Duration::from_secs(300),
+            active_poll: Duration::from_millis(500),
+            active_warning: Duration::from_secs(60),
+            pool_cool_down: None,
+            instance: None,
+        }
+    }
+}
 
 /// Everything the handler needs, shared by all reconciles.
 pub struct Context {
@@ -42,14 +89,28 @@ pub struct Context {
     pub network: Network,
     /// Its subnets.
     pub subnets: Vec<Subnet>,
-    /// `[neutron_defaults] resource_tags`.
-    pub resource_tags: Vec<String>,
     /// This cluster's id (tag `kuryr-cluster:<id>` on every port).
     pub cluster_id: String,
     /// `[neutron_defaults] ovs_bridge`.
     pub ovs_bridge: String,
-    /// Only pods matching this label selector (all when `None`).
-    pub pod_selector: Option<String>,
+    /// The pod_vif driver.
+    pub drivers: Arc<Drivers>,
+    /// The port pools (`vif_pool_driver` other than `noop`).
+    pub pool: Option<Arc<ports::PortPool>>,
+    /// How reconciliation recognises pool ports.
+    pub pool_rules: gc::PoolRules,
+    /// `[vif_pool] ports_pool_update_frequency`.
+    pub pool_interval: Duration,
+    /// Ports waited for until ACTIVE.
+    pub active: Arc<active::ActiveWatch>,
+    /// Events on pods.
+    pub recorder: Recorder,
+    /// Flags.
+    pub options: Options,
+    /// Report leaked ports without deleting them.
+    pub gc_dry_run: bool,
+    /// Failures in a row per pod UID (for the back-off).
+    failures: Mutex<HashMap<String, u32>>,
     /// Counters served on `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
 }
@@ -63,18 +124,77 @@ pub enum Error {
     /// OpenStack API.
     #[error("OpenStack: {0}")]
     OpenStack(#[from] kuryr_openstack::Error),
+    /// Placing the port (driver or pool).
+    #[error("{0}")]
+    Driver(DriverError),
+}
+
+impl From<DriverError> for Error {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::OpenStack(e) => Error::OpenStack(e),
+            DriverError::Kube(e) => Error::Kube(e),
+            e => Error::Driver(e),
+        }
+    }
+}
+
+/// The short cause of a driver failure, for events and metrics.
+pub fn driver_error_reason(e: &DriverError) -> String {
+    match e {
+        DriverError::OpenStack(e) => openstack_reason(e),
+        DriverError::Kube(_) => "KubernetesError".into(),
+        DriverError::NoVm(_) => "NodeVmNotFound".into(),
+        DriverError::VlansExhausted(_) => "VlanIdsExhausted".into(),
+        DriverError::Pool { reason, .. } => reason.clone(),
+    }
+}
+
+fn openstack_reason(e: &kuryr_openstack::Error) -> String {
+    match (e.error_type(), e.status()) {
+        (Some(t), _) => t.to_owned(),
+        (None, Some(s)) => format!("NeutronHTTP{s}"),
+        (None, None) => "NeutronUnreachable".into(),
+    }
+}
+
+impl Error {
+    /// The short cause, for events and metrics.
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Kube(_) => "KubernetesError".into(),
+            Error::OpenStack(e) => openstack_reason(e),
+            Error::Driver(e) => driver_error_reason(e),
+        }
+    }
 }
 
 impl Context {
-    /// Looks up the pod network and subnet named by `subnet_id`.
+    /// Looks up the pod network and subnet, the project and its security
+    /// groups, and sets up the driver and pools kuryr.conf asks for.
     pub async fn new(
         kube: kube::Client,
         os: kuryr_openstack::Client,
         cfg: &kuryr_config::KuryrConfig,
         cluster_id: String,
-        pod_selector: Option<String>,
+        options: Options,
     ) -> anyhow::Result<Self> {
         let nd = &cfg.neutron_defaults;
+        let k = &cfg.kubernetes;
+        let kind = DriverKind::parse(&k.pod_vif_driver).ok_or_else(|| {
+            anyhow::anyhow!(
+                "kuryr.conf [kubernetes] pod_vif_driver {} is not supported",
+                k.pod_vif_driver
+            )
+        })?;
+        if !kind.pool_drivers().contains(&k.vif_pool_driver.as_str()) {
+            anyhow::bail!(
+                "kuryr.conf [kubernetes] vif_pool_driver = {} does not work with pod_vif_driver = {}: use one of {:?}",
+                k.vif_pool_driver,
+                k.pod_vif_driver,
+                kind.pool_drivers()
+            );
+        }
         let subnet_id = nd.pod_subnet.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "kuryr.conf [neutron_defaults] pod_subnet is not set: pods need a subnet"
@@ -89,37 +209,232 @@ impl Context {
         let subnets = n
             .list_subnets(&Query::new().filter("network_id", &network.id))
             .await?;
-        Ok(Self {
-            settings: PortSettings {
-                network_id: network.id.clone(),
-                subnet_id,
-                security_groups: nd.pod_security_groups.clone(),
-                project_id: nd.project.clone(),
+        let project_id = match &nd.project {
+            Some(p) => p.clone(),
+            None => os.project_id().await?,
+        };
+        // the groups every pod port gets: pools are keyed by them, so
+        // Neutron's implicit default is resolved to its id
+        let mut security_groups = nd.pod_security_groups.clone();
+        if security_groups.is_empty() {
+            let q = Query::new()
+                .filter("name", "default")
+                .filter("project_id", &project_id);
+            let sg = n.list_security_groups(&q).await?.into_iter().next().ok_or_else(|| {
+                anyhow::anyhow!("project {project_id} has no default security group: set [neutron_defaults] pod_security_groups")
+            })?;
+            security_groups.push(sg.id);
+        }
+        security_groups.sort();
+        let settings = PortSettings {
+            network_id: network.id.clone(),
+            subnet_id: subnet_id.clone(),
+            security_groups: security_groups.clone(),
+            project_id: Some(project_id.clone()),
+        };
+        let mut tags = nd.resource_tags.clone();
+        tags.push(plan::cluster_tag(&cluster_id));
+        let drivers = Arc::new(Drivers::new(
+            kind,
+            os.clone(),
+            kube.clone(),
+            settings.clone(),
+            tags,
+            &cluster_id,
+            cfg.pod_vif_nested.worker_nodes_subnets.clone(),
+        ));
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let vp = &cfg.vif_pool;
+        let pool_interval = Duration::from_secs(u64::from(vp.ports_pool_update_frequency.max(1)));
+        let pooled = k.vif_pool_driver != "noop";
+        let pool = pooled.then(|| {
+            ports::PortPool::new(
+                drivers.clone(),
+                pool::Limits {
+                    min: vp.ports_pool_min as usize,
+                    max: vp.ports_pool_max as usize,
+                    batch: vp.ports_pool_batch as usize,
+                },
+                options.pool_cool_down.unwrap_or(pool_interval),
+                k.port_debug,
+                metrics.clone(),
+            )
+        });
+        if let Some(p) = &pool {
+            let p = p.clone();
+            metrics.add_collector(Box::new(move |out: &mut String| render_pools(&p, out)));
+        }
+        let calls = os.clone();
+        metrics.add_collector(Box::new(move |out: &mut String| render_calls(&calls, out)));
+        let recorder = Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: "kuryr-controller".into(),
+                instance: options.instance.clone(),
             },
+        );
+        Ok(Self {
+            pool_rules: gc::PoolRules {
+                enabled: pooled,
+                nested: kind == DriverKind::NestedVlan,
+                project_id,
+                subnet_id,
+                security_groups,
+            },
+            settings,
             network,
             subnets,
-            resource_tags: nd.resource_tags.clone(),
             ovs_bridge: nd.ovs_bridge.clone(),
             kube,
             os,
             cluster_id,
-            pod_selector,
-            metrics: Arc::default(),
+            drivers,
+            pool,
+            pool_interval,
+            active: Arc::default(),
+            recorder,
+            gc_dry_run: options.gc_dry_run,
+            options,
+            failures: Mutex::default(),
+            metrics,
         })
     }
 }
 
-/// Runs the pod handler until `shutdown` resolves.
+fn render_pools(p: &ports::PortPool, out: &mut String) {
+    let name = "kuryr_pool_ports";
+    out.push_str(&format!(
+        "# HELP {name} Ports of each pool, by state (free, cooling, used).\n# TYPE {name} gauge\n"
+    ));
+    for (k, free, cooling, used) in p.sizes() {
+        for (state, v) in [("free", free), ("cooling", cooling), ("used", used)] {
+            out.push_str(&format!(
+                "{name}{{pool=\"{}\",subnet=\"{}\",state=\"{state}\"}} {v}\n",
+                metrics::escape(&k.host),
+                metrics::escape(&k.subnet_id)
+            ));
+        }
+    }
+}
+
+fn render_calls(os: &kuryr_openstack::Client, out: &mut String) {
+    let name = "kuryr_openstack_requests_total";
+    out.push_str(&format!(
+        "# HELP {name} HTTP requests to OpenStack (retries included), by service, method, resource and result.\n# TYPE {name} counter\n"
+    ));
+    for (k, v) in os.call_counts() {
+        out.push_str(&format!(
+            "{name}{{service=\"{}\",method=\"{}\",resource=\"{}\",result=\"{}\"}} {v}\n",
+            k.service,
+            k.method,
+            metrics::escape(&k.resource),
+            k.result
+        ));
+    }
+}
+
+/// Reconciles with Neutron until it works (Neutron or Kubernetes may still
+/// be starting), showing progress.
+async fn startup_reconcile(ctx: &Context) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match startup::reconcile(ctx, None).await {
+            Ok(r) => {
+                tracing::info!(
+                    in_use = r.in_use,
+                    adopted = r.adopted,
+                    left_for_pods = r.left,
+                    leaked = r.leaked.len(),
+                    removed = r.removed,
+                    retagged = r.retagged,
+                    dry_run = ctx.gc_dry_run,
+                    "start-up reconciliation with Neutron done"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "start-up reconciliation failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// The pool keys of every node, so their pools fill before pods come.
+async fn node_keys(ctx: &Context) -> Vec<pool::PoolKey> {
+    let nodes: Api<Node> = Api::all(ctx.kube.clone());
+    let Ok(list) = nodes.list_metadata(&ListParams::default()).await else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for n in list.items {
+        let name = n.metadata.name.unwrap_or_default();
+        match ctx.drivers.pool_key(&name).await {
+            Ok(k) => keys.push(k),
+            Err(e) => tracing::debug!(node = %name, error = %e, "no pool for node"),
+        }
+    }
+    keys
+}
+
+/// Runs the pod handler until `shutdown` resolves: reconciliation with
+/// Neutron first, then the handler beside the pool, ACTIVE and periodic
+/// reconciliation tasks.
 pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    startup_reconcile(&ctx).await;
+    let mut tasks = Vec::new();
+    {
+        let c = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            c.active.run(c.os.clone(), c.options.active_poll).await;
+        }));
+    }
+    if let Some(pool) = ctx.pool.clone() {
+        let c = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let keys = node_keys(&c).await;
+                pool.maintain(&keys).await;
+                tokio::time::sleep(c.pool_interval).await;
+            }
+        }));
+    }
+    if !ctx.options.gc_interval.is_zero() {
+        let c = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut prev = std::collections::BTreeSet::new();
+            loop {
+                tokio::time::sleep(c.options.gc_interval).await;
+                match startup::reconcile(&c, Some(&mut prev)).await {
+                    Ok(r) if !r.leaked.is_empty() || r.adopted > 0 => {
+                        tracing::info!(
+                            leaked = r.leaked.len(),
+                            removed = r.removed,
+                            adopted = r.adopted,
+                            "periodic reconciliation"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "periodic reconciliation failed"),
+                }
+            }
+        }));
+    }
     let pods: Api<Pod> = Api::all(ctx.kube.clone());
     let kps: Api<KuryrPort> = Api::all(ctx.kube.clone());
     let mut cfg = watcher::Config::default();
-    if let Some(sel) = &ctx.pod_selector {
+    if let Some(sel) = &ctx.options.pod_selector {
         cfg = cfg.labels(sel);
     }
+    let wake = ctx.active.subscribe();
+    let wake = futures::stream::unfold(
+        wake,
+        |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
+    );
     ctx.metrics.set_ready(true);
     let metrics = ctx.metrics.clone();
     Controller::new(pods, cfg)
@@ -128,6 +443,7 @@ pub async fn run(
             let ns = kp.metadata.namespace.clone()?;
             Some(ObjectRef::<Pod>::new(kp.metadata.name.as_deref()?).within(&ns))
         })
+        .reconcile_on(wake)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -136,23 +452,99 @@ pub async fn run(
             }
         })
         .await;
+    for t in tasks {
+        t.abort();
+    }
     metrics.set_ready(false);
 }
 
 fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.errors.fetch_add(1, Ordering::Relaxed);
-    tracing::warn!(pod = %ObjectRef::from_obj(pod.as_ref()), error = %err, "pod network not set up yet; retrying");
-    Action::requeue(Duration::from_secs(3))
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let n = {
+        let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(uid).or_default();
+        *n = n.saturating_add(1);
+        *n
+    };
+    // 2 s, 4 s, ... 60 s, spread so a burst of failures does not retry at once
+    let base = Duration::from_secs(2u64.saturating_pow(n.min(6))).min(Duration::from_secs(60));
+    let spread = Duration::from_millis(u64::from(n.wrapping_mul(7919) % 1000));
+    tracing::warn!(pod = %ObjectRef::from_obj(pod.as_ref()), error = %err, attempt = n, retry_in_ms = (base + spread).as_millis() as u64, "pod network not set up yet; retrying");
+    Action::requeue(base + spread)
 }
 
-/// One pass over a pod: steps until there is nothing left to do now.
+/// Publishes an event about `pod` (best effort: a failure is only logged).
+async fn event(ctx: &Context, pod: &Pod, type_: EventType, reason: &str, note: String) {
+    use kube::Resource;
+    let ev = Event {
+        type_,
+        reason: reason.chars().take(128).collect(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "SetUpNetwork".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &pod.object_ref(&())).await {
+        tracing::debug!(error = %e, "publishing an event");
+    }
+}
+
+/// One pass over a pod; a failure becomes a warning event on the pod.
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.pods_handled.fetch_add(1, Ordering::Relaxed);
+    match reconcile_pod(&pod, &ctx).await {
+        Ok(a) => {
+            if let Some(uid) = &pod.metadata.uid {
+                ctx.failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(uid);
+            }
+            Ok(a)
+        }
+        Err(e) => {
+            let reason = e.reason();
+            ctx.metrics.count_error(&reason);
+            if !matches!(&e, Error::Kube(kube::Error::Api(a)) if a.code == 404 || a.code == 409) {
+                event(
+                    &ctx,
+                    &pod,
+                    EventType::Warning,
+                    &reason,
+                    format!("Pod network not set up: {e}"),
+                )
+                .await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The port for a new VIF of `kp`'s pod: from its pool, or made for it.
+async fn acquire(ctx: &Context, kp: &KuryrPort) -> Result<(Port, Option<u16>), Error> {
+    let uid = &kp.spec.pod_uid;
+    let node = &kp.spec.pod_node_name;
+    let Some(pool) = &ctx.pool else {
+        let got = ctx.drivers.ensure_pod_port(uid, node).await?;
+        ctx.metrics.ports_created.fetch_add(1, Ordering::Relaxed);
+        return Ok(got);
+    };
+    let key = ctx.drivers.pool_key(node).await?;
+    let pp = pool.acquire(&key, uid).await?;
+    let port = match &pp.port {
+        Some(p) => (**p).clone(),
+        None => ctx.os.neutron().get_port(&pp.id).await?,
+    };
+    Ok((port, pp.vlan_id))
+}
+
+/// Steps through one pod until there is nothing left to do now.
+async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.kube.clone(), &ns);
     let kps: Api<KuryrPort> = Api::namespaced(ctx.kube.clone(), &ns);
-    ctx.metrics.pods_handled.fetch_add(1, Ordering::Relaxed);
-    let mut pod = (*pod).clone();
+    let mut pod = pod.clone();
     let mut kp = kps.get_opt(&name).await?;
     // a bounded number of steps per pass; the watch brings the pod back
     for _ in 0..8 {
@@ -200,50 +592,58 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
             }
             Step::CreatePort => {
                 let k = kp.as_ref().expect("plan: CreatePort has a KuryrPort");
-                let uid = &k.spec.pod_uid;
-                let tags = plan::port_tags(&ctx.resource_tags, &ctx.cluster_id, uid);
-                let body = plan::port_request(uid, &k.spec.pod_node_name, &ctx.settings);
-                let port = ctx.os.neutron().ensure_port(&tags, &body).await?;
-                ctx.metrics.ports_created.fetch_add(1, Ordering::Relaxed);
-                if let Some(age) = pod_age_seconds(&pod) {
-                    ctx.metrics.observe_vif_ready(age);
-                }
-                let vif = Vif::from_port(
+                let (port, vlan) = acquire(ctx, k).await?;
+                let mut vif = Vif::from_port(
                     &port,
                     &ctx.network,
                     &ctx.subnets,
-                    VifKind::OpenVSwitch {
-                        bridge_name: ctx.ovs_bridge.clone(),
-                    },
+                    ctx.drivers.vif_kind(&ctx.ovs_bridge, vlan),
                 );
-                tracing::info!(pod = %format!("{ns}/{name}"), port = %port.id, ip = port.first_ip().unwrap_or("-"), "pod port ready");
+                // ACTIVE is what Neutron says after this pod is plugged,
+                // never what a pool port's old description said
+                vif.active = false;
                 let status = KuryrPortStatus {
                     vifs: [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
                 };
-                kp = Some(
-                    kps.patch(
+                let patched = kps
+                    .patch(
                         &name,
                         &PatchParams::default(),
                         &Patch::Merge(json!({"status": status})),
                     )
-                    .await?,
-                );
+                    .await;
+                match patched {
+                    Ok(k) => kp = Some(k),
+                    Err(e) => {
+                        // not recorded: the port goes back where it came from
+                        give_back(ctx, &port.id, &k.spec.pod_node_name).await;
+                        return Err(e.into());
+                    }
+                }
+                if let Some(age) = pod_age_seconds(&pod) {
+                    ctx.metrics.observe_vif_ready(age);
+                }
+                tracing::info!(pod = %format!("{ns}/{name}"), port = %port.id, ip = port.first_ip().unwrap_or("-"), vlan, "pod port ready");
             }
             Step::CheckActive => {
                 let k = kp.as_ref().expect("plan: CheckActive has a KuryrPort");
                 let mut status = k.status.clone().unwrap_or_default();
                 let mut changed = false;
+                let me = ObjectRef::from_obj(&pod);
                 for entry in status.vifs.values_mut().filter(|e| !e.vif.active) {
-                    match ctx.os.neutron().get_port(&entry.vif.id).await {
-                        Ok(p) if p.status == "ACTIVE" => {
+                    match ctx.active.take_seen(&entry.vif.id) {
+                        Some(active::Seen::Active) => {
                             entry.vif.active = true;
                             changed = true;
                         }
-                        Ok(_) => {}
-                        Err(e) if e.is_not_found() => {
-                            // the port was deleted behind our back: make a new one
+                        Some(active::Seen::Gone) if port_gone(ctx, &entry.vif.id).await? => {
+                            // deleted behind our back: make a new one
                             tracing::warn!(pod = %format!("{ns}/{name}"), port = %entry.vif.id, "port vanished from Neutron; replacing it");
                             ctx.metrics.ports_replaced.fetch_add(1, Ordering::Relaxed);
+                            if let Some(pool) = &ctx.pool {
+                                // it is no pool's any more
+                                let _ = pool.release(&entry.vif.id).await;
+                            }
                             // (null deletes a key in a merge patch; `vifs` itself is required)
                             let gone: serde_json::Map<String, serde_json::Value> = status
                                 .vifs
@@ -258,7 +658,30 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
                             changed = false;
                             break;
                         }
-                        Err(e) => return Err(e.into()),
+                        _ => {
+                            let (waited, warn) = ctx.active.watch(
+                                &entry.vif.id,
+                                me.clone(),
+                                ctx.options.active_warning,
+                            );
+                            if warn {
+                                ctx.metrics.ports_stuck.fetch_add(1, Ordering::Relaxed);
+                                ctx.metrics.count_error("PortNotActive");
+                                event(
+                                    ctx,
+                                    &pod,
+                                    EventType::Warning,
+                                    "PortNotActive",
+                                    format!(
+                                        "Neutron port {} is still not ACTIVE after {} s: is the node's Neutron agent (host {}) running and the pod plugged?",
+                                        entry.vif.id,
+                                        waited.as_secs(),
+                                        k.spec.pod_node_name
+                                    ),
+                                )
+                                .await;
+                            }
+                        }
                     }
                 }
                 if changed {
@@ -274,24 +697,50 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
                     .as_ref()
                     .is_some_and(|k| k.status.as_ref().is_some_and(|s| !s.vifs.is_empty()))
                 {
-                    // not bound and plugged yet: look again soon
-                    return Ok(Action::requeue(Duration::from_secs(1)));
+                    // the watcher wakes the pod when Neutron says ACTIVE; the
+                    // requeue only brings the stuck-port warning in time
+                    return Ok(Action::requeue(
+                        ctx.options.active_warning.max(Duration::from_secs(1)),
+                    ));
                 }
             }
             Step::Release | Step::ReleaseStale => {
                 let k = kp.take().expect("plan: Release has a KuryrPort");
-                release(&ctx, &kps, &k).await?;
+                release(ctx, &kps, &k).await?;
             }
         }
     }
     Ok(Action::requeue(Duration::ZERO))
 }
 
-/// Deletes the Neutron ports of a KuryrPort's pod (by its VIFs and by tag,
-/// so a port made but not yet recorded goes too), then the KuryrPort.
+/// Whether Neutron really has no port `id` (the batched list said so).
+async fn port_gone(ctx: &Context, id: &str) -> Result<bool, Error> {
+    match ctx.os.neutron().get_port(id).await {
+        Ok(_) => Ok(false),
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Returns a port that was never recorded: to its pool, else deleted
+/// (best effort: reconciliation finds whatever this leaves).
+async fn give_back(ctx: &Context, port_id: &str, node: &str) {
+    let done = match &ctx.pool {
+        Some(p) => p.release(port_id).await.map(|r| r.is_some()),
+        None => Ok(false),
+    };
+    if !matches!(done, Ok(true)) {
+        let _ = ctx.drivers.delete_port(port_id, Some(node), None).await;
+    }
+}
+
+/// Gives back the Neutron ports of a KuryrPort's pod (to their pool, or
+/// deleted; by its VIFs and, without a pool, by tag, so a port made but not
+/// yet recorded goes too), then deletes the KuryrPort.
 async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<(), Error> {
     let n = ctx.os.neutron();
     let uid = &kp.spec.pod_uid;
+    let node = kp.spec.pod_node_name.as_str();
     let mut ids: Vec<String> = kp
         .status
         .iter()
@@ -307,8 +756,16 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
     ids.extend(tagged.into_iter().map(|p| p.id));
     ids.sort();
     ids.dedup();
+    let mut recycled = 0;
     for id in &ids {
-        if n.delete_port(id).await? {
+        ctx.active.forget(id);
+        if let Some(pool) = &ctx.pool
+            && let Some(verdict) = pool.release(id).await?
+        {
+            recycled += usize::from(verdict == pool::Recycle::Keep);
+            continue;
+        }
+        if ctx.drivers.delete_port(id, Some(node), None).await? {
             ctx.metrics.ports_deleted.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -329,7 +786,7 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(kuryrport = %name, pod_uid = %uid, ports = ids.len(), "released");
+    tracing::info!(kuryrport = %name, pod_uid = %uid, ports = ids.len(), recycled, "released");
     Ok(())
 }
 

@@ -3,9 +3,12 @@
 use anyhow::Context as _;
 use clap::Parser;
 use kuryr_config::KuryrConfig;
+use kuryr_controller::leader::{self, LeaseConfig};
 use kuryr_openstack::CloudConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// kuryr-rs controller: every pod gets a Neutron port, recorded in its
 /// KuryrPort (openstack.org/v1) for the node daemon.
@@ -29,6 +32,34 @@ struct Args {
     /// Handle only pods matching this label selector.
     #[arg(long)]
     pod_selector: Option<String>,
+    /// Report leaked Neutron ports (metric, log) instead of deleting them.
+    #[arg(long)]
+    gc_dry_run: bool,
+    /// Seconds between reconciliations with Neutron after the one at start
+    /// (leaked ports, free ports back into pools); 0: only at start.
+    #[arg(long, default_value_t = 300)]
+    gc_interval: u64,
+    /// Milliseconds between looks at ports waiting to go ACTIVE (one
+    /// Neutron list call for all of them).
+    #[arg(long, default_value_t = 500)]
+    active_poll_ms: u64,
+    /// Seconds a port may stay DOWN before its pod gets a warning event.
+    #[arg(long, default_value_t = 60)]
+    active_warning: u64,
+    /// Seconds a given-back pool port waits before another pod gets it
+    /// (default: [vif_pool] ports_pool_update_frequency).
+    #[arg(long)]
+    pool_cool_down: Option<u64>,
+    /// Lease for leader election, as namespace/name; only its holder acts.
+    #[arg(long, default_value = "kube-system/kuryr-controller")]
+    leader_lease: String,
+    /// Run without leader election (one replica only!).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Name of this replica (Lease holder, events); default: host name and
+    /// a random suffix.
+    #[arg(long, env = "KURYR_INSTANCE")]
+    instance: Option<String>,
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "KURYR_METRICS_ADDRESS", default_value = "127.0.0.1:9654")]
     metrics_address: String,
@@ -67,21 +98,76 @@ async fn main() -> anyhow::Result<()> {
     kuryr_crds::install(&kube)
         .await
         .context("installing the kuryr CRDs")?;
+    let mut lease = LeaseConfig::default();
+    if let Some(id) = &args.instance {
+        lease.identity = id.clone();
+    }
+    let (ns, name) = args
+        .leader_lease
+        .split_once('/')
+        .context("--leader-lease wants namespace/name")?;
+    lease.namespace = ns.to_owned();
+    lease.name = name.to_owned();
+    let options = kuryr_controller::Options {
+        pod_selector: args.pod_selector,
+        gc_dry_run: args.gc_dry_run,
+        gc_interval: Duration::from_secs(args.gc_interval),
+        active_poll: Duration::from_millis(args.active_poll_ms.max(50)),
+        active_warning: Duration::from_secs(args.active_warning),
+        pool_cool_down: args.pool_cool_down.map(Duration::from_secs),
+        instance: Some(lease.identity.clone()),
+    };
     let ctx = Arc::new(
-        kuryr_controller::Context::new(kube, os, &cfg, args.cluster_id, args.pod_selector).await?,
+        kuryr_controller::Context::new(kube.clone(), os, &cfg, args.cluster_id, options).await?,
     );
     let (addr, _metrics) =
         kuryr_controller::metrics::serve(&args.metrics_address, ctx.metrics.clone())
             .await
             .with_context(|| format!("serving metrics on {}", args.metrics_address))?;
-    tracing::info!(network = %ctx.network.id, subnet = %ctx.settings.subnet_id, metrics = %addr, "kuryr-controller running");
+    tracing::info!(network = %ctx.network.id, subnet = %ctx.settings.subnet_id, driver = %cfg.kubernetes.pod_vif_driver, pool = %cfg.kubernetes.vif_pool_driver, metrics = %addr, "kuryr-controller started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    kuryr_controller::run(ctx, async move {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    if args.no_leader_election {
+        ctx.metrics.leader.store(true, Ordering::Relaxed);
+        kuryr_controller::run(ctx, stopped()).await;
+        return Ok(());
+    }
+    tracing::info!(lease = %args.leader_lease, identity = %lease.identity, "waiting for the leader lease");
+    let leadership = tokio::select! {
+        l = leader::acquire(kube, lease) => l.context("leader election")?,
+        _ = stopped() => return Ok(()),
+    };
+    ctx.metrics.leader.store(true, Ordering::Relaxed);
+    let handle = leadership.handle();
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lost2 = lost.clone();
+    let stop = stopped();
+    kuryr_controller::run(ctx.clone(), async move {
+        tokio::select! {
+            _ = stop => {}
+            _ = handle.lost() => lost2.store(true, Ordering::Relaxed),
+        }
     })
     .await;
+    ctx.metrics.leader.store(false, Ordering::Relaxed);
+    if lost.load(Ordering::Relaxed) {
+        // another replica leads now: stop at once, mutate nothing more
+        anyhow::bail!("lost the leader lease; exiting so a restart waits for it again");
+    }
+    leadership.release().await;
     Ok(())
 }

@@ -9,9 +9,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Upper bounds (seconds) of the pod-created-to-VIF histogram buckets.
 pub const VIF_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// Renders more metrics (pool sizes, OpenStack calls) into the exposition.
+pub type Collector = Box<dyn Fn(&mut String) + Send + Sync>;
+
 /// The controller's counters. Cheap to update from any task.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
+    /// Leaked Neutron ports found by reconciliation.
+    pub leaked_found: AtomicU64,
+    /// Leaked Neutron ports deleted by reconciliation.
+    pub leaked_removed: AtomicU64,
+    /// Ports that stayed DOWN past the warning time.
+    pub ports_stuck: AtomicU64,
+    /// This replica holds the leader lease.
+    pub leader: AtomicBool,
+    errors_by_reason: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    collectors: std::sync::Mutex<Vec<Collector>>,
     /// Reconciles of pods.
     pub pods_handled: AtomicU64,
     /// Neutron ports made for pods.
@@ -28,7 +41,40 @@ pub struct Metrics {
     ready: AtomicBool,
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Metrics {
+    /// Counts a failure to set up a pod's network, by its cause (a Neutron
+    /// error type such as `IpAddressGenerationFailure`, or ours).
+    pub fn count_error(&self, reason: &str) {
+        let mut m = self
+            .errors_by_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *m.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    /// Failures counted for `reason`.
+    pub fn errors_for(&self, reason: &str) -> u64 {
+        let m = self
+            .errors_by_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.get(reason).copied().unwrap_or(0)
+    }
+
+    /// Adds metrics rendered by someone else at each scrape.
+    pub fn add_collector(&self, c: Collector) {
+        self.collectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(c);
+    }
+
     /// Records the time from a pod's creation to its VIF being stored.
     pub fn observe_vif_ready(&self, seconds: f64) {
         let s = seconds.max(0.0);
@@ -82,6 +128,21 @@ impl Metrics {
                 "Failed pod reconciles (retried with back-off).",
                 g(&self.errors),
             ),
+            (
+                "kuryr_leaked_ports_found_total",
+                "Neutron ports of this cluster that nothing uses, found by reconciliation.",
+                g(&self.leaked_found),
+            ),
+            (
+                "kuryr_leaked_ports_removed_total",
+                "Leaked Neutron ports (and their subports) deleted by reconciliation.",
+                g(&self.leaked_removed),
+            ),
+            (
+                "kuryr_ports_stuck_total",
+                "Pod ports still not ACTIVE after the warning time.",
+                g(&self.ports_stuck),
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
@@ -102,8 +163,36 @@ impl Metrics {
             g(&self.vif_sum_micros) as f64 / 1e6
         ));
         out.push_str(&format!("# HELP kuryr_ready Whether the controller is ready.\n# TYPE kuryr_ready gauge\nkuryr_ready {}\n", u8::from(self.is_ready())));
+        out.push_str(&format!("# HELP kuryr_leader Whether this replica holds the leader lease.\n# TYPE kuryr_leader gauge\nkuryr_leader {}\n", u8::from(self.leader.load(Ordering::Relaxed))));
+        let name = "kuryr_pod_network_errors_total";
+        out.push_str(&format!(
+            "# HELP {name} Failures to set up a pod's network, by cause.\n# TYPE {name} counter\n"
+        ));
+        for (reason, v) in self
+            .errors_by_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!("{name}{{reason=\"{}\"}} {v}\n", escape(reason)));
+        }
+        for c in self
+            .collectors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            c(&mut out);
+        }
         out
     }
+}
+
+/// A label value with `\\`, `"` and newlines escaped.
+pub fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` until the task is
@@ -172,6 +261,16 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("kuryr_ready 0\n"));
+        m.count_error("OverQuota");
+        m.count_error("OverQuota");
+        m.add_collector(Box::new(|o: &mut String| o.push_str("extra_metric 1\n")));
+        let out = m.render();
+        assert!(
+            out.contains("kuryr_pod_network_errors_total{reason=\"OverQuota\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("extra_metric 1\n"));
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {

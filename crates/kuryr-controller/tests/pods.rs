@@ -123,7 +123,10 @@ async fn pods_get_ports_and_give_them_back() -> anyhow::Result<()> {
                 os.clone(),
                 &cfg,
                 cluster.clone(),
-                Some(format!("kuryr-test={label}")),
+                kuryr_controller::Options {
+                    pod_selector: Some(format!("kuryr-test={label}")),
+                    ..Default::default()
+                },
             )
             .await?,
         );

@@ -357,6 +357,9 @@ pub struct Port {
     pub name: String,
     /// Network.
     pub network_id: String,
+    /// Description.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub description: String,
     /// Owning project.
     #[serde(default, deserialize_with = "crate::null_default")]
     pub project_id: String,
@@ -435,6 +438,9 @@ pub struct PortCreate {
     /// Name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Project (admin only when not the caller's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,

@@ -74,6 +74,39 @@ struct Inner {
     options: ClientOptions,
     state: Mutex<Option<AuthState>>,
     limit: Semaphore,
+    calls: std::sync::Mutex<std::collections::BTreeMap<CallKey, u64>>,
+}
+
+/// One kind of HTTP request counted by [`Client::call_counts`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallKey {
+    /// Service type (`network`, `load-balancer`).
+    pub service: &'static str,
+    /// HTTP method.
+    pub method: String,
+    /// What was called: the collection, and the action or sub-resource of
+    /// an object (`ports`, `ports/tags`, `trunks/add_subports`).
+    pub resource: String,
+    /// `2xx`, `4xx`, `5xx` or `error` (no answer).
+    pub result: &'static str,
+}
+
+/// The resource of a request path (relative or a whole URL), for counting.
+pub(crate) fn resource_of(path: &str) -> String {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let path = match path.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => path,
+    };
+    let segs: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty() && !matches!(*s, "v2.0" | "v2" | "v3" | "lbaas"))
+        .collect();
+    match segs.as_slice() {
+        [] => "/".into(),
+        [c] | [c, _] => (*c).to_owned(),
+        [c, _, action, ..] => format!("{c}/{action}"),
+    }
 }
 
 /// A Keystone-authenticated client of Neutron and Octavia. Cheap to clone;
@@ -153,8 +186,27 @@ impl Client {
                 config,
                 options,
                 state: Mutex::new(None),
+                calls: Default::default(),
             }),
         })
+    }
+
+    /// Every HTTP request sent so far (retries included), by service,
+    /// method, resource and result.
+    pub fn call_counts(&self) -> Vec<(CallKey, u64)> {
+        let m = self.inner.calls.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    fn count(&self, service: Service, method: &Method, path: &str, result: &'static str) {
+        let key = CallKey {
+            service: service.service_type(),
+            method: method.as_str().to_owned(),
+            resource: resource_of(path),
+            result,
+        };
+        let mut m = self.inner.calls.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(key).or_default() += 1;
     }
 
     /// Neutron calls.
@@ -363,7 +415,19 @@ impl Client {
                 req = req.json(b);
             }
             let started = std::time::Instant::now();
-            let err = match req.send().await {
+            let sent = req.send().await;
+            self.count(
+                service,
+                &method,
+                path,
+                match &sent {
+                    Ok(r) if r.status().is_success() => "2xx",
+                    Ok(r) if r.status().is_client_error() => "4xx",
+                    Ok(_) => "5xx",
+                    Err(_) => "error",
+                },
+            );
+            let err = match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     let rid = request_id(&resp);
@@ -487,6 +551,22 @@ fn request_id(resp: &reqwest::Response) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_by_resource() {
+        assert_eq!(resource_of("v2.0/ports?tags=a"), "ports");
+        assert_eq!(resource_of("v2.0/ports/abc"), "ports");
+        assert_eq!(resource_of("/v2.0/ports/abc/tags"), "ports/tags");
+        assert_eq!(
+            resource_of("v2.0/trunks/t1/add_subports"),
+            "trunks/add_subports"
+        );
+        assert_eq!(
+            resource_of("http://127.0.0.1:9696/v2.0/ports?marker=x"),
+            "ports"
+        );
+        assert_eq!(resource_of("v2/lbaas/loadbalancers/x"), "loadbalancers");
+    }
 
     #[test]
     fn refreshes_tokens_before_they_expire() {

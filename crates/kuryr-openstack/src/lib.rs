@@ -34,7 +34,7 @@ mod retry;
 mod time;
 
 pub use auth::{AuthMethod, Ident, Secret};
-pub use client::{Client, ClientOptions, Service, install_tls_provider};
+pub use client::{CallKey, Client, ClientOptions, Service, install_tls_provider};
 pub use config::CloudConfig;
 pub use error::{ApiError, Error, Result};
 pub use kuryr_openstack_types as types;

@@ -1,0 +1,546 @@
+//! The pod_vif drivers: where a pod's port lives and how it reaches the
+//! pod's node. `neutron-vif` binds the port to the node (side-by-side);
+//! `nested-vlan` makes it a subport of the node VM's trunk on a VLAN id of
+//! its own; `nested-macvlan` adds its address to the VM port's allowed
+//! address pairs. Every function here is idempotent: called again after
+//! any failure it finishes the job without duplicating anything.
+
+use crate::plan::{self, PortSettings};
+use crate::pool::{FREE_PORT_NAME, PoolKey, PoolPort};
+use crate::vlan::VlanIds;
+use k8s_openapi::api::core::v1::Node;
+use kuryr_crds::VifKind;
+use kuryr_openstack::types::neutron::{
+    AddressPair, FixedIp, Port, PortCreate, PortUpdate, SubPort,
+};
+use kuryr_openstack::{Error, Query};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// `[kubernetes] pod_vif_driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// `neutron-vif`: side-by-side, the port bound to the node.
+    NeutronVif,
+    /// `nested-vlan`: a subport of the node VM's trunk.
+    NestedVlan,
+    /// `nested-macvlan`: an allowed address pair of the node VM's port.
+    NestedMacvlan,
+}
+
+impl DriverKind {
+    /// From the option's value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "neutron-vif" => Some(Self::NeutronVif),
+            "nested-vlan" => Some(Self::NestedVlan),
+            "nested-macvlan" => Some(Self::NestedMacvlan),
+            _ => None,
+        }
+    }
+
+    /// The `vif_pool_driver` values this driver works with.
+    pub fn pool_drivers(self) -> &'static [&'static str] {
+        match self {
+            Self::NeutronVif => &["noop", "neutron"],
+            Self::NestedVlan => &["noop", "nested"],
+            Self::NestedMacvlan => &["noop"],
+        }
+    }
+}
+
+/// The node VM of a nested node: its port, and its trunk (nested-vlan).
+#[derive(Debug, Clone)]
+pub struct NodeVm {
+    /// The VM's port on a worker node subnet.
+    pub port: Port,
+    /// Trunk whose parent is that port.
+    pub trunk_id: Option<String>,
+}
+
+/// Why a pod's port cannot be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// OpenStack said no.
+    #[error(transparent)]
+    OpenStack(#[from] Error),
+    /// Kubernetes said no.
+    #[error("Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// The node's VM (or its trunk) is not in Neutron.
+    #[error("{0}")]
+    NoVm(String),
+    /// The trunk has no VLAN id left.
+    #[error("Trunk {0} has no free VLAN id left (4094 subports)")]
+    VlansExhausted(String),
+    /// A pool could not give a port; `reason` names the cause for events
+    /// (a Neutron error type such as `IpAddressGenerationFailure`).
+    #[error("{msg}")]
+    Pool {
+        /// Short cause.
+        reason: String,
+        /// What happened.
+        msg: String,
+    },
+}
+
+/// The drivers with what they share: the OpenStack client, the port
+/// settings, the tags, the node VMs found so far and the VLAN ids taken on
+/// each trunk.
+pub struct Drivers {
+    /// Which driver.
+    pub kind: DriverKind,
+    os: kuryr_openstack::Client,
+    kube: kube::Client,
+    /// Where pod ports are made.
+    pub settings: PortSettings,
+    /// Tags of every port: resource tags and the cluster's.
+    pub tags: Vec<String>,
+    /// Marks our ports in their description too, so one left untagged by
+    /// a crash between its create and its tagging is found again.
+    pub description: String,
+    worker_subnets: Vec<String>,
+    vms: Mutex<HashMap<String, NodeVm>>,
+    vlans: Mutex<HashMap<String, Arc<Mutex<Option<VlanIds>>>>>,
+    vm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Drivers {
+    /// Drivers of `kind`.
+    pub fn new(
+        kind: DriverKind,
+        os: kuryr_openstack::Client,
+        kube: kube::Client,
+        settings: PortSettings,
+        tags: Vec<String>,
+        cluster_id: &str,
+        worker_subnets: Vec<String>,
+    ) -> Self {
+        Self {
+            kind,
+            os,
+            kube,
+            settings,
+            tags,
+            description: plan::cluster_tag(cluster_id),
+            worker_subnets,
+            vms: Mutex::default(),
+            vlans: Mutex::default(),
+            vm_locks: Mutex::default(),
+        }
+    }
+
+    /// The pool key of pods on `node`: the node itself (side-by-side) or
+    /// its VM's trunk (nested-vlan).
+    pub async fn pool_key(&self, node: &str) -> Result<PoolKey, DriverError> {
+        let host = match self.kind {
+            DriverKind::NestedVlan => self.trunk_of(node).await?,
+            _ => node.to_owned(),
+        };
+        Ok(PoolKey::new(
+            host,
+            self.settings.project_id.clone().unwrap_or_default(),
+            self.settings.security_groups.clone(),
+            self.settings.subnet_id.clone(),
+        ))
+    }
+
+    /// The VM port (and trunk) of a nested node, found once by the node's
+    /// InternalIP on `[pod_vif_nested] worker_nodes_subnets`.
+    pub async fn node_vm(&self, node: &str) -> Result<NodeVm, DriverError> {
+        if let Some(vm) = self.vms.lock().await.get(node) {
+            return Ok(vm.clone());
+        }
+        let nodes: kube::Api<Node> = kube::Api::all(self.kube.clone());
+        let n = nodes.get(node).await?;
+        let ips: Vec<String> = n
+            .status
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.clone())
+            .collect();
+        let mut found = None;
+        for ip in &ips {
+            let q = Query::new().filter("fixed_ips", format!("ip_address={ip}"));
+            found = self
+                .os
+                .neutron()
+                .list_ports(&q)
+                .await?
+                .into_iter()
+                .find(|p| {
+                    p.fixed_ips.iter().any(|f| {
+                        f.ip_address.as_deref() == Some(ip.as_str())
+                            && f.subnet_id.as_ref().is_some_and(|s| {
+                                self.worker_subnets.is_empty() || self.worker_subnets.contains(s)
+                            })
+                    })
+                });
+            if found.is_some() {
+                break;
+            }
+        }
+        let port = found.ok_or_else(|| {
+            DriverError::NoVm(format!(
+                "No Neutron port of node {node} (InternalIP {}) on the worker node subnets {:?}: check [pod_vif_nested] worker_nodes_subnets",
+                if ips.is_empty() { "none".to_string() } else { ips.join(", ") },
+                self.worker_subnets
+            ))
+        })?;
+        let trunk_id = match &port.trunk_details {
+            Some(t) => Some(t.trunk_id.clone()),
+            None => self
+                .os
+                .neutron()
+                .list_trunks(&Query::new().filter("port_id", &port.id))
+                .await?
+                .into_iter()
+                .next()
+                .map(|t| t.id),
+        };
+        let vm = NodeVm { port, trunk_id };
+        self.vms.lock().await.insert(node.to_owned(), vm.clone());
+        Ok(vm)
+    }
+
+    /// The trunk of a nested-vlan node.
+    pub async fn trunk_of(&self, node: &str) -> Result<String, DriverError> {
+        let vm = self.node_vm(node).await?;
+        vm.trunk_id.ok_or_else(|| {
+            DriverError::NoVm(format!(
+                "Port {} of node {node} is not the parent of a trunk: nested-vlan needs the VM booted on a trunk",
+                vm.port.id
+            ))
+        })
+    }
+
+    /// The VLAN ids of `trunk`, read from Neutron the first time.
+    async fn vlans_of(&self, trunk: &str) -> Arc<Mutex<Option<VlanIds>>> {
+        self.vlans
+            .lock()
+            .await
+            .entry(trunk.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs `f` on the trunk's VLAN ids, loading them first if needed.
+    async fn with_vlans<T>(
+        &self,
+        trunk: &str,
+        f: impl FnOnce(&mut VlanIds) -> T,
+    ) -> Result<T, DriverError> {
+        let cell = self.vlans_of(trunk).await;
+        let mut g = cell.lock().await;
+        if g.is_none() {
+            let have = self.os.neutron().get_subports(trunk).await?;
+            *g = Some(VlanIds::with_used(
+                have.iter()
+                    .filter_map(|s| u16::try_from(s.segmentation_id).ok()),
+            ));
+        }
+        Ok(f(g.as_mut().expect("loaded above")))
+    }
+
+    /// The body of a pod port. `pod_uid`: a port made for one pod (no pool;
+    /// named after it); `None`: a free pool port for `key`.
+    pub fn port_body(&self, pod_uid: Option<&str>, key_host: &str) -> PortCreate {
+        let s = &self.settings;
+        PortCreate {
+            network_id: s.network_id.clone(),
+            name: Some(match pod_uid {
+                Some(uid) => format!("kuryr-{uid}"),
+                None => FREE_PORT_NAME.into(),
+            }),
+            description: Some(self.description.clone()),
+            project_id: s.project_id.clone(),
+            fixed_ips: Some(vec![FixedIp {
+                subnet_id: Some(s.subnet_id.clone()),
+                ip_address: None,
+            }]),
+            device_id: pod_uid.map(str::to_owned),
+            device_owner: Some("compute:kuryr".into()),
+            security_groups: (!s.security_groups.is_empty()).then(|| s.security_groups.clone()),
+            binding_host_id: (self.kind == DriverKind::NeutronVif).then(|| key_host.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    /// The port of pod `uid` on `node` without a pool: found by its pod tag
+    /// or made, then placed (subport, address pair). Answers the port and
+    /// its VLAN id (nested-vlan).
+    pub async fn ensure_pod_port(
+        &self,
+        uid: &str,
+        node: &str,
+    ) -> Result<(Port, Option<u16>), DriverError> {
+        let mut tags = self.tags.clone();
+        tags.push(plan::pod_tag(uid));
+        let port = self
+            .os
+            .neutron()
+            .ensure_port(&tags, &self.port_body(Some(uid), node))
+            .await?;
+        let vlan = self.place(&port, node).await?;
+        Ok((port, vlan))
+    }
+
+    /// Places a port for a pod on `node`: a subport of its trunk
+    /// (nested-vlan, answering the VLAN id), an address pair of its VM port
+    /// (nested-macvlan), nothing for neutron-vif.
+    async fn place(&self, port: &Port, node: &str) -> Result<Option<u16>, DriverError> {
+        match self.kind {
+            DriverKind::NeutronVif => Ok(None),
+            DriverKind::NestedVlan => {
+                let trunk = self.trunk_of(node).await?;
+                let vids = self
+                    .add_subports(&trunk, std::slice::from_ref(&port.id))
+                    .await?;
+                Ok(vids.first().copied())
+            }
+            DriverKind::NestedMacvlan => {
+                let vm = self.node_vm(node).await?;
+                self.edit_pairs(&vm.port.id, port, true).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes `ports` subports of `trunk` with VLAN ids of their own;
+    /// answers the ids in order. A port already on the trunk keeps its id.
+    pub async fn add_subports(
+        &self,
+        trunk: &str,
+        ports: &[String],
+    ) -> Result<Vec<u16>, DriverError> {
+        let n = self.os.neutron();
+        let have = n.get_subports(trunk).await?;
+        let mut out = vec![0u16; ports.len()];
+        let mut missing = Vec::new();
+        for (i, id) in ports.iter().enumerate() {
+            match have.iter().find(|s| &s.port_id == id) {
+                Some(s) => out[i] = u16::try_from(s.segmentation_id).unwrap_or(0),
+                None => missing.push(i),
+            }
+        }
+        // a VLAN id taken behind our back makes Neutron refuse (409): note
+        // what the trunk holds now and pick again, a few times
+        for _ in 0..3 {
+            if missing.is_empty() {
+                break;
+            }
+            let ids = self
+                .with_vlans(trunk, |v| {
+                    for s in &have {
+                        if let Ok(x) = u16::try_from(s.segmentation_id) {
+                            v.mark_used(x);
+                        }
+                    }
+                    v.allocate(missing.len())
+                })
+                .await?
+                .ok_or_else(|| DriverError::VlansExhausted(trunk.to_owned()))?;
+            let subs: Vec<SubPort> = missing
+                .iter()
+                .zip(&ids)
+                .map(|(i, v)| SubPort::vlan(ports[*i].clone(), u32::from(*v)))
+                .collect();
+            match n.add_subports(trunk, &subs).await {
+                Ok(_) => {
+                    for (i, v) in missing.iter().zip(&ids) {
+                        out[*i] = *v;
+                    }
+                    missing.clear();
+                }
+                Err(e) if e.is_conflict() => {
+                    tracing::warn!(trunk, error = %e, "VLAN ids taken meanwhile; picking others");
+                    let now = n.get_subports(trunk).await?;
+                    self.with_vlans(trunk, |v| {
+                        for x in &ids {
+                            v.release(*x);
+                        }
+                        for s in &now {
+                            if let Ok(x) = u16::try_from(s.segmentation_id) {
+                                v.mark_used(x);
+                            }
+                        }
+                    })
+                    .await?;
+                    // ports added meanwhile (a concurrent retry) keep theirs
+                    missing.retain(|i| match now.iter().find(|s| s.port_id == ports[*i]) {
+                        Some(s) => {
+                            out[*i] = u16::try_from(s.segmentation_id).unwrap_or(0);
+                            false
+                        }
+                        None => true,
+                    });
+                }
+                Err(e) => {
+                    self.with_vlans(trunk, |v| ids.iter().for_each(|x| v.release(*x)))
+                        .await?;
+                    return Err(e.into());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(DriverError::Pool {
+                reason: "VlanConflict".into(),
+                msg: format!("Trunk {trunk}: VLAN ids kept being taken by others; will retry"),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds (or removes) the address of `pod_port` to the allowed address
+    /// pairs of the VM port, read fresh under a per-VM lock (read, modify,
+    /// write would otherwise lose concurrent pods' pairs).
+    async fn edit_pairs(
+        &self,
+        vm_port: &str,
+        pod_port: &Port,
+        add: bool,
+    ) -> Result<(), DriverError> {
+        let lock = self
+            .vm_locks
+            .lock()
+            .await
+            .entry(vm_port.to_owned())
+            .or_default()
+            .clone();
+        let _g = lock.lock().await;
+        let n = self.os.neutron();
+        let vm = n.get_port(vm_port).await?;
+        let mine: Vec<AddressPair> = pod_port
+            .fixed_ips
+            .iter()
+            .filter_map(|f| f.ip_address.clone())
+            .map(|ip| AddressPair {
+                ip_address: ip,
+                mac_address: Some(pod_port.mac_address.clone()),
+            })
+            .collect();
+        let mut pairs = vm.allowed_address_pairs.clone();
+        if add {
+            for p in &mine {
+                if !pairs.contains(p) {
+                    pairs.push(p.clone());
+                }
+            }
+        } else {
+            pairs.retain(|p| !mine.contains(p));
+        }
+        if pairs != vm.allowed_address_pairs {
+            n.update_port(
+                vm_port,
+                &PortUpdate {
+                    allowed_address_pairs: Some(pairs),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `count` free ports for `key`'s pool in one bulk call (then
+    /// adds them to the trunk, nested-vlan). If placing them fails they are
+    /// deleted again, so a failed batch leaves nothing.
+    pub async fn create_pool_ports(
+        &self,
+        key: &PoolKey,
+        count: usize,
+    ) -> Result<Vec<PoolPort>, DriverError> {
+        let n = self.os.neutron();
+        let bodies = vec![self.port_body(None, &key.host); count];
+        let ports = n.create_ports_tagged(&bodies, &self.tags).await?;
+        let ids: Vec<String> = ports.iter().map(|p| p.id.clone()).collect();
+        let ports: Vec<Arc<Port>> = ports.into_iter().map(Arc::new).collect();
+        let vlans = match self.kind {
+            DriverKind::NestedVlan => match self.add_subports(&key.host, &ids).await {
+                Ok(v) => v.into_iter().map(Some).collect(),
+                Err(e) => {
+                    for id in &ids {
+                        let _ = n.delete_port(id).await;
+                    }
+                    return Err(e);
+                }
+            },
+            _ => vec![None; ids.len()],
+        };
+        Ok(ids
+            .into_iter()
+            .zip(vlans)
+            .zip(ports)
+            .map(|((id, vlan_id), port)| PoolPort {
+                id,
+                vlan_id,
+                port: Some(port),
+            })
+            .collect())
+    }
+
+    /// Deletes a pod's port: off its trunk (nested-vlan; `trunk` if known,
+    /// else the node's) or out of the VM's address pairs (nested-macvlan)
+    /// first. Idempotent: a port already gone is fine.
+    pub async fn delete_port(
+        &self,
+        port_id: &str,
+        node: Option<&str>,
+        trunk: Option<&str>,
+    ) -> Result<bool, DriverError> {
+        let n = self.os.neutron();
+        match self.kind {
+            DriverKind::NeutronVif => {}
+            DriverKind::NestedVlan => {
+                let trunk = match (trunk, node) {
+                    (Some(t), _) => Some(t.to_owned()),
+                    (None, Some(node)) => self.trunk_of(node).await.ok(),
+                    (None, None) => None,
+                };
+                if let Some(t) = trunk {
+                    let removed = n
+                        .remove_subports_if_present(&t, &[port_id.to_owned()])
+                        .await;
+                    match removed {
+                        Ok(_) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            DriverKind::NestedMacvlan => {
+                if let Some(node) = node {
+                    match n.get_port(port_id).await {
+                        Ok(p) => {
+                            let vm = self.node_vm(node).await?;
+                            self.edit_pairs(&vm.port.id, &p, false).await?;
+                        }
+                        Err(e) if e.is_not_found() => return Ok(false),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(n.delete_port(port_id).await?)
+    }
+
+    /// The VIF kind of a port placed by this driver.
+    pub fn vif_kind(&self, ovs_bridge: &str, vlan: Option<u16>) -> VifKind {
+        match self.kind {
+            DriverKind::NeutronVif => VifKind::OpenVSwitch {
+                bridge_name: ovs_bridge.to_owned(),
+            },
+            DriverKind::NestedVlan => VifKind::VlanNested {
+                vlan_id: vlan.unwrap_or(0),
+            },
+            DriverKind::NestedMacvlan => VifKind::MacvlanNested,
+        }
+    }
+
+    /// The OpenStack client.
+    pub fn os(&self) -> &kuryr_openstack::Client {
+        &self.os
+    }
+}
