@@ -61,6 +61,11 @@ pub struct Options {
     pub pool_cool_down: Option<Duration>,
     /// Name of this replica in events.
     pub instance: Option<String>,
+    /// Fill the pools of the nodes matching this label selector to
+    /// `ports_pool_min` before any pod comes (`""`: every node). Without
+    /// it, as in kuryr-kubernetes, a pool is made when the first pod of
+    /// its node needs a port, and kept at its minimum from then on.
+    pub prefill_nodes: Option<String>,
 }
 
 impl Default for Options {
@@ -73,6 +78,7 @@ impl Default for Options {
             active_warning: Duration::from_secs(60),
             pool_cool_down: None,
             instance: None,
+            prefill_nodes: None,
         }
     }
 }
@@ -361,10 +367,16 @@ async fn startup_reconcile(ctx: &Context) {
     }
 }
 
-/// The pool keys of every node, so their pools fill before pods come.
+/// The pool keys of the nodes to pre-fill (`--pool-prefill-nodes`).
 async fn node_keys(ctx: &Context) -> Vec<pool::PoolKey> {
+    let Some(sel) = &ctx.options.prefill_nodes else {
+        return Vec::new();
+    };
     let nodes: Api<Node> = Api::all(ctx.kube.clone());
-    let Ok(list) = nodes.list_metadata(&ListParams::default()).await else {
+    let Ok(list) = nodes
+        .list_metadata(&ListParams::default().labels(sel))
+        .await
+    else {
         return Vec::new();
     };
     let mut keys = Vec::new();

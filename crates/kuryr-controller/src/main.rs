@@ -50,6 +50,11 @@ struct Args {
     /// (default: [vif_pool] ports_pool_update_frequency).
     #[arg(long)]
     pool_cool_down: Option<u64>,
+    /// Fill the port pools of the nodes matching this label selector
+    /// before their first pod ("" for every node); default: a pool is made
+    /// when its node's first pod needs a port.
+    #[arg(long)]
+    pool_prefill_nodes: Option<String>,
     /// Lease for leader election, as namespace/name; only its holder acts.
     #[arg(long, default_value = "kube-system/kuryr-controller")]
     leader_lease: String,
@@ -116,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         active_warning: Duration::from_secs(args.active_warning),
         pool_cool_down: args.pool_cool_down.map(Duration::from_secs),
         instance: Some(lease.identity.clone()),
+        prefill_nodes: args.pool_prefill_nodes,
     };
     let ctx = Arc::new(
         kuryr_controller::Context::new(kube.clone(), os, &cfg, args.cluster_id, options).await?,
