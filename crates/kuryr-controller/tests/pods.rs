@@ -5,6 +5,8 @@
 //! and nothing is left in Neutron at the end.
 #![cfg(feature = "stack")]
 
+mod common;
+
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
@@ -19,9 +21,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Pods are bound to a node no kubelet runs: they stay Pending, so only
-/// the controller acts on them (their ports bind to no agent and stay DOWN).
-const NODE: &str = "kuryr-test-node";
+use common::NODE;
 
 struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -47,6 +47,7 @@ fn pod(name: &str, label: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"kuryr-test": label}},
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 0,
+                 "tolerations": [{"operator": "Exists"}],
                  "containers": [{"name": "c", "image": "localhost/kuryr-test/busybox:latest", "command": ["sleep", "3600"]}]}}))?)
 }
 
@@ -83,6 +84,7 @@ async fn pods_get_ports_and_give_them_back() -> anyhow::Result<()> {
         env.get(k).ok().map(str::to_owned)
     })?)?;
     kuryr_crds::install(&kube).await?;
+    common::ensure_node(&kube).await?;
     let n = os.neutron();
     let net = n
         .create_network(&NetworkCreate {

@@ -20,7 +20,26 @@ use std::time::Duration;
 
 /// Pods are bound to a node no kubelet runs: they stay Pending, so only the
 /// controller acts on them (their ports bind to no agent and stay DOWN).
+/// The Node object exists (see [`ensure_node`]), or the controller-manager's
+/// pod GC would delete pods bound to it after 40 s.
 pub const NODE: &str = "kuryr-test-node";
+
+/// Makes the shared Node object [`NODE`] if it is missing (kept for every
+/// test; the stack's etcd goes with `stack down`).
+pub async fn ensure_node(kube: &Client) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(kube.clone());
+    match nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NODE}}))?,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// One test's world.
 pub struct Harness {
@@ -68,6 +87,7 @@ impl Harness {
         let env = StackEnv::load()?;
         let (kube, os) = clients(&env).await?;
         kuryr_crds::install(&kube).await?;
+        ensure_node(&kube).await?;
         let n = os.neutron();
         let net = n
             .create_network(&NetworkCreate {
@@ -147,11 +167,13 @@ impl Harness {
         ))
     }
 
-    /// A pod of this test on `node`.
+    /// A pod of this test on `node`, tolerating every taint (a node no
+    /// kubelet runs becomes unreachable, which would evict it after 300 s).
     pub fn pod(&self, name: &str, node: &str) -> anyhow::Result<Pod> {
         Ok(serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"kuryr-test": self.label}},
             "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
+                     "tolerations": [{"operator": "Exists"}],
                      "containers": [{"name": "c", "image": "localhost/kuryr-test/busybox:latest", "command": ["sleep", "3600"]}]}}))?)
     }
 
@@ -310,25 +332,35 @@ impl Harness {
         for n in self.nodes.lock().unwrap().drain(..).collect::<Vec<_>>() {
             let _ = nodes.delete(&n, &DeleteParams::default()).await;
         }
+        // a bulk create a killed controller sent may still be finishing in
+        // Neutron: delete what is there until the network can go
         let n = self.os.neutron();
-        let ports = n
-            .list_ports(&Query::new().filter("network_id", &self.net.id))
-            .await?;
-        for trunk in n.list_trunks(&Query::new()).await? {
-            let mine: Vec<String> = trunk
-                .sub_ports
-                .iter()
-                .filter(|s| ports.iter().any(|p| p.id == s.port_id))
-                .map(|s| s.port_id.clone())
-                .collect();
-            if !mine.is_empty() {
-                let _ = n.remove_subports_if_present(&trunk.id, &mine).await;
+        for attempt in 0.. {
+            let ports = n
+                .list_ports(&Query::new().filter("network_id", &self.net.id))
+                .await?;
+            for trunk in n.list_trunks(&Query::new()).await? {
+                let mine: Vec<String> = trunk
+                    .sub_ports
+                    .iter()
+                    .filter(|s| ports.iter().any(|p| p.id == s.port_id))
+                    .map(|s| s.port_id.clone())
+                    .collect();
+                if !mine.is_empty() {
+                    let _ = n.remove_subports_if_present(&trunk.id, &mine).await;
+                }
+            }
+            for p in ports {
+                n.delete_port(&p.id).await?;
+            }
+            match n.delete_network(&self.net.id).await {
+                Ok(_) => break,
+                Err(e) if e.is_conflict() && attempt < 30 => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        for p in ports {
-            n.delete_port(&p.id).await?;
-        }
-        n.delete_network(&self.net.id).await?;
         Ok(())
     }
 }
