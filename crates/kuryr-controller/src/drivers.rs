@@ -260,7 +260,10 @@ impl Drivers {
                 subnet_id: Some(s.subnet_id.clone()),
                 ip_address: None,
             }]),
-            device_id: pod_uid.map(str::to_owned),
+            // Neutron refuses a subport that has an owner (PortInUse)
+            device_id: pod_uid
+                .filter(|_| self.kind != DriverKind::NestedVlan)
+                .map(str::to_owned),
             device_owner: Some("compute:kuryr".into()),
             security_groups: (!s.security_groups.is_empty()).then(|| s.security_groups.clone()),
             binding_host_id: (self.kind == DriverKind::NeutronVif).then(|| key_host.to_owned()),
@@ -276,6 +279,17 @@ impl Drivers {
         uid: &str,
         node: &str,
     ) -> Result<(Port, Option<u16>), DriverError> {
+        // find the node's VM (and trunk) first: no port for a pod that
+        // cannot be placed
+        match self.kind {
+            DriverKind::NeutronVif => {}
+            DriverKind::NestedVlan => {
+                self.trunk_of(node).await?;
+            }
+            DriverKind::NestedMacvlan => {
+                self.node_vm(node).await?;
+            }
+        }
         let mut tags = self.tags.clone();
         tags.push(plan::pod_tag(uid));
         let port = self
@@ -354,7 +368,7 @@ impl Drivers {
                     }
                     missing.clear();
                 }
-                Err(e) if e.is_conflict() => {
+                Err(e) if e.error_type() == Some("DuplicateSubPort") => {
                     tracing::warn!(trunk, error = %e, "VLAN ids taken meanwhile; picking others");
                     let now = n.get_subports(trunk).await?;
                     self.with_vlans(trunk, |v| {
@@ -500,13 +514,21 @@ impl Drivers {
                     (None, None) => None,
                 };
                 if let Some(t) = trunk {
-                    let removed = n
-                        .remove_subports_if_present(&t, &[port_id.to_owned()])
-                        .await;
-                    match removed {
-                        Ok(_) => {}
-                        Err(e) if e.is_not_found() => {}
+                    let on_trunk = match n.get_subports(&t).await {
+                        Ok(have) => have.into_iter().find(|s| s.port_id == port_id),
+                        Err(e) if e.is_not_found() => None,
                         Err(e) => return Err(e.into()),
+                    };
+                    if let Some(sub) = on_trunk {
+                        match n.remove_subports(&t, &[port_id.to_owned()]).await {
+                            Ok(_) => {}
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        // its VLAN id is free again
+                        if let Ok(v) = u16::try_from(sub.segmentation_id) {
+                            self.with_vlans(&t, |ids| ids.release(v)).await?;
+                        }
                     }
                 }
             }

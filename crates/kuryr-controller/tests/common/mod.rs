@@ -329,7 +329,8 @@ impl Harness {
         let nss: Api<Namespace> = Api::all(self.kube.clone());
         let _ = nss.delete(&self.ns, &DeleteParams::default()).await;
         let nodes: Api<Node> = Api::all(self.kube.clone());
-        for n in self.nodes.lock().unwrap().drain(..).collect::<Vec<_>>() {
+        let made: Vec<String> = self.nodes.lock().unwrap().drain(..).collect();
+        for n in made {
             let _ = nodes.delete(&n, &DeleteParams::default()).await;
         }
         // a bulk create a killed controller sent may still be finishing in

@@ -1,0 +1,119 @@
+//! Neutron stopped (its server's processes SIGSTOPped) for 30 s in the
+//! middle of a burst of pods: requests hang or fail, the controller retries
+//! with back-off, and after Neutron returns every pod has exactly one port
+//! (found by its pod tag: none duplicated, none leaked).
+#![cfg(feature = "stack")]
+
+mod common;
+
+use common::{Harness, start};
+use kube::api::ListParams;
+use kuryr_controller::{Options, plan};
+use kuryr_openstack::Query;
+use kuryr_stack_tests::{finally, wait_until};
+use std::time::Duration;
+
+const PODS: usize = 40;
+
+/// neutron-server's process group stopped until dropped.
+struct Stopped(String);
+
+impl Stopped {
+    fn new(state: &std::path::Path) -> anyhow::Result<Self> {
+        let pid = std::fs::read_to_string(state.join("run/neutron-server.pid"))?
+            .trim()
+            .to_owned();
+        anyhow::ensure!(!pid.is_empty(), "no neutron-server pid");
+        let st = std::process::Command::new("kill")
+            .args(["-STOP", "--", &format!("-{pid}")])
+            .status()?;
+        anyhow::ensure!(st.success(), "kill -STOP neutron-server");
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", "--", &format!("-{}", self.0)])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn pods_converge_after_neutron_was_stopped_for_30_seconds() -> anyhow::Result<()> {
+    let h = Harness::new("outage", "10.229.0.0/24").await?;
+    let body = async {
+        // no pool: every pod makes its own port, many creates in flight
+        let ctx = h
+            .context(
+                "",
+                Options {
+                    gc_interval: Duration::ZERO,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let ctl = start(ctx.clone());
+        let names: Vec<String> = (0..PODS).map(|i| format!("o-{i:02}")).collect();
+        let uids = h.create_pods(&names, common::NODE).await?;
+        wait_until(
+            "a few pods with a VIF",
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            || async {
+                let n = h
+                    .kps
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|k| k.status.as_ref().is_some_and(|s| !s.vifs.is_empty()))
+                    .count();
+                Ok((n >= 3).then_some(()))
+            },
+        )
+        .await?;
+        {
+            let _stopped = Stopped::new(&h.env.state)?;
+            println!("neutron-server stopped for 30 s");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        println!("neutron-server resumed");
+        for (name, uid) in names.iter().zip(&uids) {
+            h.vif_of(name, uid, Duration::from_secs(300)).await?;
+        }
+        // exactly one port per pod, the one its VIF names
+        for (name, uid) in names.iter().zip(&uids) {
+            let tagged = h
+                .os
+                .neutron()
+                .list_ports(&Query::new().tags([plan::cluster_tag(&h.cluster), plan::pod_tag(uid)]))
+                .await?;
+            let vif = h.vif_of(name, uid, Duration::from_secs(1)).await?;
+            assert_eq!(
+                tagged.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+                vec![vif.id.as_str()],
+                "pod {name}: exactly its VIF's port"
+            );
+        }
+        assert_eq!(
+            h.cluster_ports().await?.len(),
+            PODS,
+            "no other port of the cluster"
+        );
+        let untagged =
+            h.os.neutron()
+                .list_ports(&Query::new().filter("network_id", &h.net.id))
+                .await?;
+        assert_eq!(untagged.len(), PODS, "nothing untagged on the network");
+        h.delete_all_pods(Duration::from_secs(120)).await?;
+        ctl.stop().await;
+        assert!(
+            h.cluster_ports().await?.is_empty(),
+            "every port deleted with its pod"
+        );
+        anyhow::Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
