@@ -76,7 +76,16 @@ async fn pods_converge_after_neutron_was_stopped_for_30_seconds() -> anyhow::Res
         .await?;
         {
             let _stopped = Stopped::new(&h.env.state)?;
-            println!("neutron-server stopped for 30 s");
+            let done = h
+                .kps
+                .list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .filter(|k| k.status.as_ref().is_some_and(|s| !s.vifs.is_empty()))
+                .count();
+            println!("neutron-server stopped for 30 s with {done} of {PODS} pods done");
+            assert!(done < PODS, "stopped in the middle of the burst");
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
         println!("neutron-server resumed");
