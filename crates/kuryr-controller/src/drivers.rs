@@ -467,6 +467,15 @@ impl Drivers {
         count: usize,
     ) -> Result<Vec<PoolPort>, DriverError> {
         let n = self.os.neutron();
+        // a bulk create that fails for want of addresses keeps the ones it
+        // reserved in Neutron Zed (they are lost until a restart of the
+        // server): never ask for more than the subnet has left, and when it
+        // has none, for one port, which fails cleanly
+        let count = match self.free_addresses().await {
+            Ok(Some(free)) => count.min(free.max(1)),
+            Ok(None) => count,
+            Err(e) => return Err(e),
+        };
         let bodies = vec![self.port_body(None, &key.host); count];
         let ports = n.create_ports_tagged(&bodies, &self.tags).await?;
         let ids: Vec<String> = ports.iter().map(|p| p.id.clone()).collect();
@@ -493,6 +502,37 @@ impl Drivers {
                 port: Some(port),
             })
             .collect())
+    }
+
+    /// Addresses of the pod subnet's allocation pools no port holds
+    /// (IPv4; `None` for IPv6, where they never run out).
+    pub async fn free_addresses(&self) -> Result<Option<usize>, DriverError> {
+        let n = self.os.neutron();
+        let subnet = n.get_subnet(&self.settings.subnet_id).await?;
+        let mut size: u64 = 0;
+        for p in &subnet.allocation_pools {
+            let (Ok(a), Ok(b)) = (
+                p.start.parse::<std::net::Ipv4Addr>(),
+                p.end.parse::<std::net::Ipv4Addr>(),
+            ) else {
+                return Ok(None);
+            };
+            size += u64::from(u32::from(b).saturating_sub(u32::from(a))) + 1;
+        }
+        let used = n
+            .list_ports(
+                &Query::new()
+                    .filter(
+                        "fixed_ips",
+                        format!("subnet_id={}", self.settings.subnet_id),
+                    )
+                    .fields(["id", "network_id"]),
+            )
+            .await?
+            .len() as u64;
+        Ok(Some(
+            usize::try_from(size.saturating_sub(used)).unwrap_or(usize::MAX),
+        ))
     }
 
     /// Deletes a pod's port: off its trunk (nested-vlan; `trunk` if known,
