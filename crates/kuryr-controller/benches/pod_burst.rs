@@ -143,20 +143,8 @@ async fn run_one(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join(format!("{slug}.log")))?);
-    for k in [
-        "OS_AUTH_URL",
-        "OS_USERNAME",
-        "OS_PASSWORD",
-        "OS_PROJECT_NAME",
-        "OS_USER_DOMAIN_NAME",
-        "OS_PROJECT_DOMAIN_NAME",
-        "OS_REGION_NAME",
-        "OS_INTERFACE",
-        "OS_IDENTITY_API_VERSION",
-    ] {
-        if let Ok(v) = env.get(k) {
-            c.env(k, v);
-        }
+    for (k, v) in env.vars_with_prefix("OS_") {
+        c.env(k, v);
     }
     c.env_remove("OS_CLOUD");
     let mut child = c.spawn()?;

@@ -504,6 +504,20 @@ impl Drivers {
             .collect())
     }
 
+    /// Names a pool port after the pod `owner` that uses it and makes the
+    /// pod its device (`port_debug`), or, with `None`, marks it free again.
+    /// Idempotent.
+    pub async fn set_owner(&self, port_id: &str, owner: Option<&str>) -> Result<Port, DriverError> {
+        let body = PortUpdate {
+            name: Some(
+                owner.map_or_else(|| FREE_PORT_NAME.to_owned(), |uid| format!("kuryr-{uid}")),
+            ),
+            device_id: Some(owner.unwrap_or_default().to_owned()),
+            ..Default::default()
+        };
+        Ok(self.os.neutron().update_port(port_id, &body).await?)
+    }
+
     /// Addresses of the pod subnet's allocation pools no port holds
     /// (IPv4; `None` for IPv6, where they never run out).
     pub async fn free_addresses(&self) -> Result<Option<usize>, DriverError> {

@@ -10,9 +10,8 @@
 
 use crate::drivers::{DriverError, Drivers};
 use crate::metrics::Metrics;
-use crate::pool::{FREE_PORT_NAME, Limits, PoolKey, PoolPort, Pools, Recycle};
+use crate::pool::{Limits, PoolKey, PoolPort, Pools, Recycle};
 use kuryr_openstack::Query;
-use kuryr_openstack::types::neutron::PortUpdate;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -120,19 +119,7 @@ impl PortPool {
         self.refill(key);
         if self.port_debug {
             // shows the owner in Neutron; costs a call per pod
-            let _ = self
-                .drivers
-                .os()
-                .neutron()
-                .update_port(
-                    &port.id,
-                    &PortUpdate {
-                        name: Some(format!("kuryr-{uid}")),
-                        device_id: Some(uid.to_owned()),
-                        ..Default::default()
-                    },
-                )
-                .await;
+            let _ = self.drivers.set_owner(&port.id, Some(uid)).await;
         }
         Ok(port)
     }
@@ -247,23 +234,8 @@ impl PortPool {
                     }
                     Some(_) => {}
                 }
-                if self.port_debug {
-                    let r = self
-                        .drivers
-                        .os()
-                        .neutron()
-                        .update_port(
-                            &port.id,
-                            &PortUpdate {
-                                name: Some(FREE_PORT_NAME.into()),
-                                device_id: Some(String::new()),
-                                ..Default::default()
-                            },
-                        )
-                        .await;
-                    if r.is_err() {
-                        continue;
-                    }
+                if self.port_debug && self.drivers.set_owner(&port.id, None).await.is_err() {
+                    continue;
                 }
                 lock(&self.state).cooled(key, &port.id);
             }

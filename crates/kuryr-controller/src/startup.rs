@@ -133,15 +133,10 @@ pub async fn reconcile(
                 }
                 let Some(pool) = &ctx.pool else { continue };
                 if gc::needs_reset(port) {
-                    n.update_port(
-                        &port.id,
-                        &kuryr_openstack::types::neutron::PortUpdate {
-                            name: Some(crate::pool::FREE_PORT_NAME.into()),
-                            device_id: Some(String::new()),
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
+                    ctx.drivers
+                        .set_owner(&port.id, None)
+                        .await
+                        .map_err(Error::from)?;
                 }
                 pool.adopt_free(&key, pp, active);
                 report.adopted += 1;

@@ -29,20 +29,8 @@ fn spawn(h: &Harness, conf: &std::path::Path, log: &std::path::Path) -> anyhow::
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "info");
-    for k in [
-        "OS_AUTH_URL",
-        "OS_USERNAME",
-        "OS_PASSWORD",
-        "OS_PROJECT_NAME",
-        "OS_USER_DOMAIN_NAME",
-        "OS_PROJECT_DOMAIN_NAME",
-        "OS_REGION_NAME",
-        "OS_INTERFACE",
-        "OS_IDENTITY_API_VERSION",
-    ] {
-        if let Ok(v) = h.env.get(k) {
-            c.env(k, v);
-        }
+    for (k, v) in h.env.vars_with_prefix("OS_") {
+        c.env(k, v);
     }
     let out = std::fs::OpenOptions::new()
         .create(true)

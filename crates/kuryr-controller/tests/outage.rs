@@ -7,7 +7,6 @@
 mod common;
 
 use common::{Harness, start};
-use kube::api::ListParams;
 use kuryr_controller::{Options, plan};
 use kuryr_openstack::Query;
 use kuryr_stack_tests::{finally, wait_until};
@@ -62,28 +61,14 @@ async fn pods_converge_after_neutron_was_stopped_for_30_seconds() -> anyhow::Res
             Duration::from_secs(120),
             Duration::from_millis(100),
             || async {
-                let n = h
-                    .kps
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .iter()
-                    .filter(|k| k.status.as_ref().is_some_and(|s| !s.vifs.is_empty()))
-                    .count();
+                let n = h.with_vif().await?;
                 Ok((n >= 3).then_some(()))
             },
         )
         .await?;
         {
             let _stopped = Stopped::new(&h.env.state)?;
-            let done = h
-                .kps
-                .list(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .filter(|k| k.status.as_ref().is_some_and(|s| !s.vifs.is_empty()))
-                .count();
+            let done = h.with_vif().await?;
             println!("neutron-server stopped for 30 s with {done} of {PODS} pods done");
             assert!(done < PODS, "stopped in the middle of the burst");
             tokio::time::sleep(Duration::from_secs(30)).await;

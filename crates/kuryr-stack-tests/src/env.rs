@@ -61,6 +61,18 @@ impl StackEnv {
         })
     }
 
+    /// Every variable whose name starts with `prefix` (e.g. `OS_`, the
+    /// OpenStack credentials a child process needs).
+    pub fn vars_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.vars
+            .iter()
+            .filter(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Whether `component` (ovs, openstack, k8s, kubelet) was brought up.
     pub fn has(&self, component: &str) -> bool {
         self.components.iter().any(|c| c == component)

@@ -214,6 +214,18 @@ impl Harness {
         .await
     }
 
+    /// How many KuryrPorts of the namespace have a VIF.
+    pub async fn with_vif(&self) -> anyhow::Result<usize> {
+        Ok(self
+            .kps
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|k| k.status.as_ref().is_some_and(|s| !s.vifs.is_empty()))
+            .count())
+    }
+
     /// Deletes pod `name` at once.
     pub async fn delete_pod(&self, name: &str) -> anyhow::Result<()> {
         self.pods
