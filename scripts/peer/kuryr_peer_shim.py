@@ -20,7 +20,8 @@ logs each of them (WARNING "kuryr-peer shim: ..."):
    watchers).
 3. Its health servers and Prometheus exporters listen on "::" (every
    address); they are moved to 127.0.0.1.
-4. REQUESTS_CA_BUNDLE would override [kubernetes] ssl_ca_crt_file: dropped.
+4. REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE would override [kubernetes]
+   ssl_ca_crt_file (requests lets the environment win): dropped.
 """
 import logging
 import os
@@ -89,7 +90,8 @@ def main():
     ns = os.environ.get('KURYR_PEER_NAMESPACE')
     if not ns:
         sys.exit("kuryr_peer_shim: KURYR_PEER_NAMESPACE is not set")
-    os.environ.pop('REQUESTS_CA_BUNDLE', None)
+    for var in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE'):
+        os.environ.pop(var, None)
     if role == 'controller':
         # kuryr's own eventlet entry point monkey-patches first: keep that
         # order (kuryr-k8s-controller = kuryr_kubernetes.cmd.eventlet...)

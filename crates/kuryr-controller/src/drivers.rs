@@ -13,7 +13,7 @@ use kuryr_crds::VifKind;
 use kuryr_openstack::types::neutron::{
     AddressPair, FixedIp, Port, PortCreate, PortUpdate, SubPort,
 };
-use kuryr_openstack::{Error, Query};
+use kuryr_openstack::{Error, Query, TaggedResource};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -48,6 +48,20 @@ impl DriverKind {
             Self::NestedMacvlan => &["noop"],
         }
     }
+}
+
+/// The MAC of pod `uid`'s own port: OpenStack's `fa:16:3e` prefix and three
+/// bytes of a hash of the pod UID and the cluster (`salt`), the same on every
+/// retry.
+pub fn pod_mac(salt: &str, uid: &str) -> String {
+    // FNV-1a, 64 bit: stable across builds and platforms
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.bytes().chain([0]).chain(uid.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    format!("fa:16:3e:{:02x}:{:02x}:{:02x}", b[5], b[6], b[7])
 }
 
 /// The node VM of a nested node: its port, and its trunk (nested-vlan).
@@ -292,11 +306,36 @@ impl Drivers {
         }
         let mut tags = self.tags.clone();
         tags.push(plan::pod_tag(uid));
-        let port = self
-            .os
-            .neutron()
-            .ensure_port(&tags, &self.port_body(Some(uid), node))
-            .await?;
+        let n = self.os.neutron();
+        // the pod's own MAC makes the create idempotent: when a create whose
+        // answer was lost (Neutron unreachable, timeout) went through after
+        // all, its retry is refused with MacAddressInUse instead of making a
+        // second port, and the first is taken
+        let mut body = self.port_body(Some(uid), node);
+        let mac = pod_mac(&self.description, uid);
+        body.mac_address = Some(mac.clone());
+        let port = match n.ensure_port(&tags, &body).await {
+            Ok(p) => p,
+            Err(e) if e.error_type() == Some("MacAddressInUse") => {
+                let q = Query::new()
+                    .filter("mac_address", &mac)
+                    .filter("network_id", &body.network_id);
+                match n.list_ports(&q).await?.into_iter().next() {
+                    Some(p) if p.name == body.name.clone().unwrap_or_default() => {
+                        let mut all = p.tags.clone();
+                        all.extend(tags.iter().filter(|t| !p.tags.contains(t)).cloned());
+                        let now = n.replace_tags(TaggedResource::Port, &p.id, &all).await?;
+                        Port { tags: now, ..p }
+                    }
+                    // another device has that MAC: let Neutron pick one
+                    _ => {
+                        body.mac_address = None;
+                        n.ensure_port(&tags, &body).await?
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         let vlan = self.place(&port, node).await?;
         Ok((port, vlan))
     }
@@ -618,5 +657,27 @@ impl Drivers {
     /// The OpenStack client.
     pub fn os(&self) -> &kuryr_openstack::Client {
         &self.os
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_macs_are_stable_unicast_and_differ_by_pod_and_cluster() {
+        let a = pod_mac("kuryr-cluster:c1", "uid-1");
+        assert_eq!(a, pod_mac("kuryr-cluster:c1", "uid-1"));
+        assert_ne!(a, pod_mac("kuryr-cluster:c1", "uid-2"));
+        assert_ne!(a, pod_mac("kuryr-cluster:c2", "uid-1"));
+        assert!(a.starts_with("fa:16:3e:") && a.len() == 17, "{a}");
+        let macs: std::collections::BTreeSet<String> = (0..1000)
+            .map(|i| pod_mac("c", &format!("pod-{i}")))
+            .collect();
+        assert!(
+            macs.len() >= 995,
+            "few collisions in 1000 pods: {}",
+            macs.len()
+        );
     }
 }

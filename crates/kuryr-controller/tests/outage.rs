@@ -1,7 +1,9 @@
 //! Neutron stopped (its server's processes SIGSTOPped) for 30 s in the
 //! middle of a burst of pods: requests hang or fail, the controller retries
 //! with back-off, and after Neutron returns every pod has exactly one port
-//! (found by its pod tag: none duplicated, none leaked).
+//! (found by its pod tag: none duplicated, none leaked). And the sharpest
+//! case of it, made on purpose by a proxy: a port create whose answer is
+//! lost, while the request itself reaches Neutron only after the retry.
 #![cfg(feature = "stack")]
 
 mod common;
@@ -107,6 +109,67 @@ async fn pods_converge_after_neutron_was_stopped_for_30_seconds() -> anyhow::Res
             h.cluster_ports().await?.is_empty(),
             "every port deleted with its pod"
         );
+        anyhow::Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_makes_no_second_port() -> anyhow::Result<()> {
+    let h = Harness::new("lost", "10.228.0.0/24").await?;
+    let body = async {
+        let proxy =
+            kuryr_stack_tests::proxy::FaultProxy::start(h.env.get("KURYR_STACK_NEUTRON_URL")?)
+                .await?;
+        let mut cfg =
+            kuryr_openstack::CloudConfig::from_vars(|k| h.env.get(k).ok().map(str::to_owned))?;
+        cfg.endpoint_overrides
+            .insert("network".into(), proxy.url.clone());
+        let os = kuryr_openstack::Client::new(cfg)?;
+        let ctx = h
+            .context_with(
+                os,
+                "",
+                Options {
+                    gc_interval: Duration::ZERO,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        // the pod's port create: no answer, and Neutron gets it 8 s later,
+        // after the controller's retry (back-off 2-3 s) made the port
+        proxy.lose_next_answer("POST", Duration::from_secs(8));
+        let ctl = start(ctx.clone());
+        let uid = h
+            .create_pods(&["lost-0".to_string()], common::NODE)
+            .await?
+            .remove(0);
+        let vif = h.vif_of("lost-0", &uid, Duration::from_secs(60)).await?;
+        assert_eq!(proxy.pending(), 0, "the fault was used");
+        let creates = proxy
+            .seen()
+            .iter()
+            .filter(|r| r.starts_with("POST /v2.0/ports"))
+            .count();
+        assert!(
+            creates >= 2,
+            "the create was tried again: {:?}",
+            proxy.seen()
+        );
+        // the lost create has reached Neutron by now
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let on_net =
+            h.os.neutron()
+                .list_ports(&Query::new().filter("network_id", &h.net.id))
+                .await?;
+        assert_eq!(
+            on_net.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            vec![vif.id.as_str()],
+            "one port for the pod, no second one from the lost create"
+        );
+        h.delete_all_pods(Duration::from_secs(60)).await?;
+        ctl.stop().await;
+        assert!(h.cluster_ports().await?.is_empty());
         anyhow::Ok(())
     };
     finally(body, h.cleanup()).await

@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{FaultProxy, Made, name, with_cleanup};
+use common::{Made, name, with_cleanup};
 use kuryr_openstack::types::neutron::*;
 use kuryr_openstack::{Backoff, Client, ClientOptions, Query};
+use kuryr_stack_tests::proxy::FaultProxy;
 use std::time::Duration;
 
 const OVERLOADED: (u16, &str) = (

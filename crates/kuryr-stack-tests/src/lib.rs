@@ -15,6 +15,7 @@ pub mod cni;
 pub mod env;
 pub mod net;
 pub mod openstack;
+pub mod proxy;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

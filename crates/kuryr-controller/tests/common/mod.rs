@@ -151,11 +151,21 @@ impl Harness {
 
     /// A controller context for this test's pods, with `extra` kuryr.conf.
     pub async fn context(&self, extra: &str, options: Options) -> anyhow::Result<Arc<Context>> {
+        self.context_with(self.os.clone(), extra, options).await
+    }
+
+    /// The same, talking to OpenStack through `os` (e.g. a fault proxy).
+    pub async fn context_with(
+        &self,
+        os: kuryr_openstack::Client,
+        extra: &str,
+        options: Options,
+    ) -> anyhow::Result<Arc<Context>> {
         let cfg = self.config(extra)?;
         Ok(Arc::new(
             Context::new(
                 self.kube.clone(),
-                self.os.clone(),
+                os,
                 &cfg,
                 self.cluster.clone(),
                 Options {
