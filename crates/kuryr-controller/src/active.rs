@@ -3,6 +3,7 @@
 //! pod per second), and the pod whose port went ACTIVE, or vanished, is
 //! reconciled at once.
 
+use crate::lock;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use kuryr_openstack::Query;
@@ -31,10 +32,6 @@ pub struct ActiveWatch {
     pending: Mutex<HashMap<String, Pending>>,
     seen: Mutex<HashMap<String, Seen>>,
     wake: Mutex<Option<mpsc::UnboundedSender<ObjectRef<Pod>>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Default for ActiveWatch {

@@ -116,7 +116,7 @@ pub struct Drivers {
     pub description: String,
     worker_subnets: Vec<String>,
     vms: Mutex<HashMap<String, NodeVm>>,
-    vlans: Mutex<HashMap<String, Arc<Mutex<Option<VlanIds>>>>>,
+    vlans: Mutex<HashMap<String, Arc<Mutex<VlanIds>>>>,
     vm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -231,7 +231,7 @@ impl Drivers {
     }
 
     /// The VLAN ids of `trunk`, read from Neutron the first time.
-    async fn vlans_of(&self, trunk: &str) -> Arc<Mutex<Option<VlanIds>>> {
+    async fn vlans_of(&self, trunk: &str) -> Arc<Mutex<VlanIds>> {
         self.vlans
             .lock()
             .await
@@ -240,22 +240,12 @@ impl Drivers {
             .clone()
     }
 
-    /// Runs `f` on the trunk's VLAN ids, loading them first if needed.
-    async fn with_vlans<T>(
-        &self,
-        trunk: &str,
-        f: impl FnOnce(&mut VlanIds) -> T,
-    ) -> Result<T, DriverError> {
+    /// Runs `f` on the trunk's VLAN ids. Every allocation first marks the
+    /// subports it just read from Neutron as used, so nothing is loaded here.
+    async fn with_vlans<T>(&self, trunk: &str, f: impl FnOnce(&mut VlanIds) -> T) -> T {
         let cell = self.vlans_of(trunk).await;
         let mut g = cell.lock().await;
-        if g.is_none() {
-            let have = self.os.neutron().get_subports(trunk).await?;
-            *g = Some(VlanIds::with_used(
-                have.iter()
-                    .filter_map(|s| u16::try_from(s.segmentation_id).ok()),
-            ));
-        }
-        Ok(f(g.as_mut().expect("loaded above")))
+        f(&mut g)
     }
 
     /// The body of a pod port. `pod_uid`: a port made for one pod (no pool;
@@ -393,7 +383,7 @@ impl Drivers {
                     }
                     v.allocate(missing.len())
                 })
-                .await?
+                .await
                 .ok_or_else(|| DriverError::VlansExhausted(trunk.to_owned()))?;
             let subs: Vec<SubPort> = missing
                 .iter()
@@ -420,7 +410,7 @@ impl Drivers {
                             }
                         }
                     })
-                    .await?;
+                    .await;
                     // ports added meanwhile (a concurrent retry) keep theirs
                     missing.retain(|i| match now.iter().find(|s| s.port_id == ports[*i]) {
                         Some(s) => {
@@ -432,7 +422,7 @@ impl Drivers {
                 }
                 Err(e) => {
                     self.with_vlans(trunk, |v| ids.iter().for_each(|x| v.release(*x)))
-                        .await?;
+                        .await;
                     return Err(e.into());
                 }
             }
@@ -620,7 +610,7 @@ impl Drivers {
                         }
                         // its VLAN id is free again
                         if let Ok(v) = u16::try_from(sub.segmentation_id) {
-                            self.with_vlans(&t, |ids| ids.release(v)).await?;
+                            self.with_vlans(&t, |ids| ids.release(v)).await;
                         }
                     }
                 }

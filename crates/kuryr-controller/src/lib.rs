@@ -22,6 +22,12 @@ pub mod ports;
 pub mod startup;
 pub mod vlan;
 
+/// Locks a std mutex, taking it over from a holder that panicked (the
+/// state it guards stays consistent between statements).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 use drivers::{DriverError, DriverKind, Drivers};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -113,8 +119,6 @@ pub struct Context {
     pub recorder: Recorder,
     /// Flags.
     pub options: Options,
-    /// Report leaked ports without deleting them.
-    pub gc_dry_run: bool,
     /// Failures in a row per pod UID (for the back-off).
     failures: Mutex<HashMap<String, u32>>,
     /// Counters served on `/metrics`.
@@ -299,7 +303,6 @@ impl Context {
             pool_interval,
             active: Arc::default(),
             recorder,
-            gc_dry_run: options.gc_dry_run,
             options,
             failures: Mutex::default(),
             metrics,
@@ -353,7 +356,7 @@ async fn startup_reconcile(ctx: &Context) {
                     leaked = r.leaked.len(),
                     removed = r.removed,
                     retagged = r.retagged,
-                    dry_run = ctx.gc_dry_run,
+                    dry_run = ctx.options.gc_dry_run,
                     "start-up reconciliation with Neutron done"
                 );
                 return;

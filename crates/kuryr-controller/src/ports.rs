@@ -9,6 +9,7 @@
 //! to its pool at the next start ([`crate::startup`]).
 
 use crate::drivers::{DriverError, Drivers};
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::pool::{Limits, PoolKey, PoolPort, Pools, Recycle};
 use kuryr_openstack::Query;
@@ -39,10 +40,6 @@ pub struct PortPool {
     /// `[kubernetes] port_debug`: free ports are renamed and owned by pod.
     pub port_debug: bool,
     metrics: Arc<Metrics>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl PortPool {

@@ -148,7 +148,7 @@ pub async fn reconcile(
                 }
                 report.leaked.push(port.id.clone());
                 ctx.metrics.leaked_found.fetch_add(1, Ordering::Relaxed);
-                if ctx.gc_dry_run {
+                if ctx.options.gc_dry_run {
                     tracing::warn!(port = %port.id, name = %port.name, "leaked port (dry run: left in place)");
                     continue;
                 }
