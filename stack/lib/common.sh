@@ -145,6 +145,22 @@ wait_for() {
     log "$what ready"
 }
 
+# wait_proc NAME WHAT SECONDS CMD...: wait_for, but fail at once, with the
+# end of its log, when the process NAME (started by `start`) has exited
+wait_proc() {
+    local name=$1 what=$2 secs=$3; shift 3
+    local end=$(( $(date +%s) + secs ))
+    until "$@" >/dev/null 2>&1; do
+        if ! pid_alive "$name"; then
+            tail -n 5 "$LOGS/$name.log" >&2 2>/dev/null
+            die "$name exited before $what (log: $LOGS/$name.log)"
+        fi
+        [ "$(date +%s)" -lt "$end" ] || die "$what did not come up in ${secs}s (logs in $LOGS)"
+        sleep 0.2
+    done
+    log "$what ready"
+}
+
 http_ok() { curl -sf -o /dev/null --max-time 5 "$1"; }
 
 # record KIND NAME: remember a namespace/link/mount the stack created, so that

@@ -100,7 +100,7 @@ k8s_pki() {
             -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
     fi
     mkcert apiserver kube-apiserver "" \
-        "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" server
+        "IP:127.0.0.1,IP:$PUBLIC_HOST_IP,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" server
     mkcert admin kubernetes-admin system:masters ""
     mkcert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ""
     mkcert kube-controller-manager system:kube-controller-manager "" ""
@@ -130,11 +130,13 @@ k8s_up() {
         --listen-peer-urls "http://$H:2380" --initial-advertise-peer-urls "http://$H:2380" \
         --initial-cluster "kuryr-stack=http://$H:2380" --listen-metrics-urls "http://$H:2381"
     wait_for "etcd $H:2379" 30 curl -sf --max-time 2 "http://$H:2379/health"
-    # --endpoint-reconciler-type=none: a loopback advertise address is no valid
-    # endpoint for the kubernetes service; kubelet is reached by host name
+    # Served on every address of the host: on loopback for the stack's own
+    # clients, and on the host's public address (br-ex, component openstack),
+    # which it advertises: the `kubernetes` Service's endpoint, reachable
+    # from pods through the stack's router. kubelet is reached by host name.
     start kube-apiserver "$bin/kube-apiserver" \
         --etcd-servers="http://$H:2379" \
-        --bind-address=$H --secure-port=6443 --advertise-address=$H \
+        --bind-address=0.0.0.0 --secure-port=6443 --advertise-address="$PUBLIC_HOST_IP" \
         --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
         --client-ca-file="$PKI/ca.crt" \
         --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
@@ -145,7 +147,7 @@ k8s_up() {
         --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
         --service-cluster-ip-range=10.96.0.0/16 \
         --authorization-mode=Node,RBAC --allow-privileged=true \
-        --endpoint-reconciler-type=none --profiling=false
+        --endpoint-reconciler-type=lease --profiling=false
     wait_for "kube-apiserver $APISERVER" 90 apiserver_ready
     # nodeipam needs a cluster CIDR; pods get addresses from the CNI plugin
     start kube-controller-manager "$bin/kube-controller-manager" \
@@ -170,6 +172,7 @@ k8s_up() {
 export KUBECONFIG=$S/kubeconfig
 export KURYR_STACK_K8S_BIN=$bin KURYR_STACK_K8S_VERSION=$(k8s_version)
 export KURYR_STACK_APISERVER=$APISERVER KURYR_STACK_K8S_CA=$PKI/ca.crt
+export KURYR_STACK_APISERVER_PUBLIC=https://$PUBLIC_HOST_IP:6443
 ENV
 }
 
@@ -183,6 +186,6 @@ k8s_down() {
 k8s_status() {
     local rc=0 n
     for n in etcd kube-apiserver kube-controller-manager kube-scheduler; do pid_alive "$n" || { echo "  k8s: $n NOT running"; rc=1; }; done
-    echo "  Kubernetes: $APISERVER ($(k8s_version)), etcd http://$H:2379, kubeconfig $S/kubeconfig"
+    echo "  Kubernetes: $APISERVER and https://$PUBLIC_HOST_IP:6443 ($(k8s_version)), etcd http://$H:2379, kubeconfig $S/kubeconfig"
     return $rc
 }

@@ -1,10 +1,13 @@
 # shellcheck shell=bash
 # Component "openstack": a real OpenStack control plane on loopback, from
 # Debian 12's packages (Keystone 22, Neutron 21, Octavia 11 -- release Zed):
-# MariaDB (unix socket only), RabbitMQ, Keystone v3, Neutron server (ML2 with
-# the openvswitch mechanism driver) with neutron-openvswitch-agent on the
-# stack's OVS, and Octavia API + worker whose load balancers reach ACTIVE
-# (amphora provider with no-op amphora/compute drivers). Needs component ovs.
+# MariaDB (unix socket only), RabbitMQ, Keystone v3, Neutron server on one of
+# two backends (neutron_ovn.sh: ML2/OVN, the default; neutron_ovs.sh:
+# ML2/openvswitch with its OVS and L3 agents), Octavia API + worker (amphora
+# provider with no-op amphora/compute drivers: load balancers reach ACTIVE
+# but carry nothing) and, on OVN, Octavia's `ovn` provider with the driver
+# agent (real OVN load balancers), and the public network (public.sh).
+# Needs component ovs.
 
 OS=$S/openstack
 OS_ETC=$OS/etc
@@ -14,10 +17,29 @@ KEYSTONE_URL=http://$H:5000
 NEUTRON_URL=http://$H:9696
 OCTAVIA_URL=http://$H:9876
 RABBIT_PORT=5672
+# the driver agent's sockets: ovn-octavia-provider 3.0.0 only knows the default
+# place (octavia_lib's DriverLibrary() without arguments)
+OCTAVIA_SOCK_DIR=/run/octavia
 TRANSPORT=rabbit://guest:guest@$H:$RABBIT_PORT/
 OS_PKGS=(mariadb-server rabbitmq-server python3-keystone python3-keystonemiddleware python3-neutron
          neutron-common python3-octavia python3-pymysql uwsgi-core uwsgi-plugin-python3
          python3-openstackclient python3-octaviaclient python3-neutronclient openssl curl iproute2)
+
+# The Neutron backend of this stack: fixed at the first `up` of openstack
+# (choose_neutron_backend), kept in $S/neutron until openstack goes down
+NEUTRON_BACKEND=$(cat "$S/neutron" 2>/dev/null || echo "${KURYR_STACK_NEUTRON:-ovn}")
+
+# choose_neutron_backend [REQUESTED]: --neutron's value, else
+# KURYR_STACK_NEUTRON, else what runs, else ovn
+choose_neutron_backend() {
+    local want=${1:-${KURYR_STACK_NEUTRON:-}} have=""
+    case $want in ""|ovn|ovs) ;; *) die "unknown Neutron backend '$want': use --neutron ovn or --neutron ovs" ;; esac
+    [ -f "$S/neutron" ] && have=$(cat "$S/neutron")
+    if [ -n "$have" ] && [ -n "$want" ] && [ "$want" != "$have" ]; then
+        die "this stack runs Neutron on $have: 'stack down' first to bring it up on $want"
+    fi
+    NEUTRON_BACKEND=${want:-${have:-ovn}}
+}
 
 db_url() { echo "mysql+pymysql://root@localhost/$1?unix_socket=$MYSOCK&charset=utf8"; }
 
@@ -132,7 +154,7 @@ INI
     cat > "$OS_ETC/neutron/neutron.conf" <<INI
 [DEFAULT]
 core_plugin = ml2
-service_plugins = router,trunk,segments,qos
+service_plugins = $("${NEUTRON_BACKEND}_service_plugins")
 auth_strategy = keystone
 bind_host = $H
 bind_port = 9696
@@ -158,48 +180,11 @@ lock_path = $OS/neutron/lock
 driver = noop
 $(authtoken_section neutron)
 INI
-    cat > "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini" <<INI
-[ml2]
-type_drivers = flat,vlan,vxlan
-tenant_network_types = vxlan
-mechanism_drivers = openvswitch
-extension_drivers = port_security,qos
-[ml2_type_flat]
-flat_networks = *
-[ml2_type_vlan]
-network_vlan_ranges = physnet1:100:2000
-[ml2_type_vxlan]
-vni_ranges = 1:10000
-[securitygroup]
-enable_security_group = true
-firewall_driver = openvswitch
-INI
-    cat > "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" <<INI
-[DEFAULT]
-# = the Kubernetes node name: kuryr binds a pod's port to its node
-host = $STACK_NODE
-log_file = $LOGS/neutron-openvswitch-agent.log
-[ovs]
-integration_bridge = br-int
-tunnel_bridge = br-tun
-local_ip = $H
-# no OVS kernel module here: every bridge the agent makes is userspace
-datapath_type = netdev
-ovsdb_connection = unix:$OVSDB_SOCK
-bridge_mappings = physnet1:br-phys
-of_listen_address = $H
-of_listen_port = 6633
-[agent]
-tunnel_types = vxlan
-polling_interval = 1
-# root already: no sudo; ovs-ofctl and privsep must find the stack's OVS
-root_helper = env PATH=/usr/sbin:/usr/bin:/sbin:/bin OVS_RUNDIR=$OVS_DIR
-[securitygroup]
-enable_security_group = true
-firewall_driver = openvswitch
-INI
-    local role
-    for role in api worker; do
+    "${NEUTRON_BACKEND}_ml2_config" > "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini"
+    [ "$NEUTRON_BACKEND" = ovs ] && ovs_agent_configs
+    local role providers="amphora:Amphora provider (no-op amphorae in this stack),octavia:Alias of amphora,noop_driver:No-op provider"
+    [ "$NEUTRON_BACKEND" = ovn ] && providers+=",ovn:OVN provider (real OVN load balancers)"
+    for role in api worker driver-agent; do
         {
             cat <<INI
 [DEFAULT]
@@ -209,8 +194,14 @@ bind_host = $H
 bind_port = 9876
 auth_strategy = keystone
 api_base_uri = $OCTAVIA_URL
-enabled_provider_drivers = amphora:Amphora provider (no-op amphorae in this stack),octavia:Alias of amphora,noop_driver:No-op provider
+enabled_provider_drivers = $providers
 default_provider_driver = amphora
+[driver_agent]
+# where the ovn provider (3.0.0) looks for them whatever is configured
+status_socket_path = $OCTAVIA_SOCK_DIR/status.sock
+stats_socket_path = $OCTAVIA_SOCK_DIR/stats.sock
+get_socket_path = $OCTAVIA_SOCK_DIR/get.sock
+enabled_provider_agents = $([ "$NEUTRON_BACKEND" = ovn ] && echo ovn)
 [database]
 connection = $(db_url octavia)
 [controller_worker]
@@ -245,6 +236,7 @@ username = octavia
 password = $OS_PW
 $(authtoken_section octavia)
 INI
+            [ "$NEUTRON_BACKEND" = ovn ] && ovn_octavia_options
         } > "$OS_ETC/octavia/octavia-$role.conf"
     done
     # the worker's network driver, found through an entry point on PYTHONPATH
@@ -332,48 +324,64 @@ keystone_token() {
         "$KEYSTONE_URL/v3/auth/tokens" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-subject-token" { print $2 }'
 }
 
-# agent_fresh SINCE: the OVS agent of $STACK_NODE reports alive, started after SINCE
-agent_fresh() {
-    curl -sf -H "X-Auth-Token: $OS_TOKEN" \
-        "$NEUTRON_URL/v2.0/agents?binary=neutron-openvswitch-agent&host=$STACK_NODE" |
-        SINCE=$1 python3 -c 'import json, os, sys
-agents = json.load(sys.stdin)["agents"]
-ok = agents and agents[0]["alive"] and agents[0]["started_at"].replace(" ", "T")[:19] >= os.environ["SINCE"]
-sys.exit(0 if ok else 1)'
+# octavia_sockets_free: no other driver agent serves $OCTAVIA_SOCK_DIR (a
+# real Octavia on this machine); stale sockets of ours are removed
+octavia_sockets_free() {
+    pid_alive octavia-driver-agent && return 0
+    local f
+    for f in status stats get; do
+        [ -S "$OCTAVIA_SOCK_DIR/$f.sock" ] || continue
+        if grep -q " $OCTAVIA_SOCK_DIR/$f.sock " <<< "$(ss -Hxl)"; then
+            die "another Octavia driver agent serves $OCTAVIA_SOCK_DIR/$f.sock: stop it first (the ovn provider only finds its agent there)"
+        fi
+        rm -f "$OCTAVIA_SOCK_DIR/$f.sock"
+    done
 }
 
 openstack_up() {
+    local b=$NEUTRON_BACKEND
     need_pkgs "${OS_PKGS[@]}"
+    if [ "$b" = ovn ]; then need_pkgs "${OVN_PKGS[@]}"; else need_pkgs "${NEUTRON_OVS_PKGS[@]}"; fi
     pid_alive ovsdb-server || die "openstack needs the ovs component (stack up --openstack starts both)"
-    check_ports keystone:5000 neutron-server:9696 octavia-api:9876 rabbitmq:$RABBIT_PORT \
-        rabbitmq:25672 epmd:4369 neutron-openvswitch-agent:6633
+    local ports=(keystone:5000 neutron-server:9696 octavia-api:9876 rabbitmq:$RABBIT_PORT rabbitmq:25672 epmd:4369)
+    [ "$b" = ovs ] && ports+=(neutron-openvswitch-agent:6633)
+    check_ports "${ports[@]}"
+    echo "$b" > "$S/neutron"
+    log "openstack: Neutron backend $b ($([ "$b" = ovn ] && echo ML2/OVN || echo ML2/openvswitch + L3 agent))"
     mkdir -p "$OS_ETC"
     os_configs
     os_mariadb
     os_rabbit   # boots (~10 s) while the databases migrate
+    local br
+    for br in br-int br-phys; do
+        vsctl --may-exist add-br "$br" -- set Bridge "$br" datapath_type=netdev
+    done
+    public_bridge_up
+    # neutron-server connects to OVN's databases when it starts
+    [ "$b" = ovn ] && ovn_central_up
     wait_for "MariaDB $MYSOCK" 60 mariadb --socket="$MYSOCK" -uroot -e 'select 1'
     os_migrate
     log "openstack: databases ready"
 
     uwsgi_app keystone 5000 "$OS/keystone/wsgi.py" 1 4
-    # Neutron, its agent and Octavia need RabbitMQ when they start, but not
+    # Neutron, its agents and Octavia need RabbitMQ when they start, but not
     # Keystone (tokens are checked per request): they boot (~10 s) while
     # Keystone comes up and gets its users
     wait_for "RabbitMQ $H:$RABBIT_PORT" 120 rabbit_ready
     start neutron-server neutron-server "${NEUTRON_CONF[@]}"
-    local br
-    for br in br-int br-phys; do
-        vsctl --may-exist add-br "$br" -- set Bridge "$br" datapath_type=netdev
-    done
-    # a restarted agent on kept data: its old row looks alive for a while, so
-    # wait for a report from the agent started now (started_at: UTC, 1 s)
-    local since=""
-    pid_alive neutron-openvswitch-agent || since=$(date -u -d '-1 sec' '+%Y-%m-%dT%H:%M:%S')
-    ( ovs_env; start neutron-openvswitch-agent neutron-openvswitch-agent \
-        --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" )
+    if [ "$b" = ovn ]; then ovn_controller_up; else ovs_agents_start; fi
     uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8
     PYTHONPATH=$OS/octavia/pyext start octavia-worker octavia-worker \
         --config-file "$OS_ETC/octavia/octavia-worker.conf" --log-file "$LOGS/octavia-worker.log"
+    # the ovn provider reports load balancers' status through the driver
+    # agent, and octavia-api waits for its sockets when it loads the provider
+    if [ "$b" = ovn ]; then
+        octavia_sockets_free
+        mkdir -p "$OCTAVIA_SOCK_DIR"
+        start octavia-driver-agent octavia-driver-agent \
+            --config-file "$OS_ETC/octavia/octavia-driver-agent.conf" --log-file "$LOGS/octavia-driver-agent.log"
+        wait_proc octavia-driver-agent "octavia-driver-agent's sockets" 60 test -S "$OCTAVIA_SOCK_DIR/get.sock"
+    fi
 
     wait_for "Keystone $KEYSTONE_URL/v3" 90 http_ok "$KEYSTONE_URL/v3"
     if [ ! -f "$OS/keystone/setup-done" ]; then
@@ -390,7 +398,8 @@ export OS_USERNAME=admin OS_PASSWORD=$OS_PW OS_PROJECT_NAME=admin
 export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default
 export OS_CLIENT_CONFIG_FILE=$S/clouds.yaml
 export KURYR_STACK_KEYSTONE_URL=$KEYSTONE_URL KURYR_STACK_NEUTRON_URL=$NEUTRON_URL KURYR_STACK_OCTAVIA_URL=$OCTAVIA_URL
-export KURYR_STACK_AGENT_HOST=$STACK_NODE
+export KURYR_STACK_AGENT_HOST=$STACK_NODE KURYR_STACK_NEUTRON_BACKEND=$b
+$([ "$b" = ovn ] && echo "export KURYR_STACK_OVN_NB=unix:$OVN_NB_SOCK KURYR_STACK_OVN_SB=unix:$OVN_SB_SOCK OVN_RUNDIR=$OVN_DIR")
 ENV
     cat > "$S/clouds.yaml" <<YAML
 clouds:
@@ -412,15 +421,24 @@ YAML
     wait_for "Neutron with a Keystone token" 60 curl -sf -o /dev/null -H "X-Auth-Token: $OS_TOKEN" "$NEUTRON_URL/v2.0/networks"
     wait_for "Octavia $OCTAVIA_URL" 120 http_ok "$OCTAVIA_URL/"
     wait_for "octavia-worker" 90 grep -q 'Starting V2 consumer' "$LOGS/octavia-worker.log"
-    wait_for "neutron-openvswitch-agent (host $STACK_NODE)" 120 agent_fresh "${since:-0}"
+    if [ "$b" = ovn ]; then
+        wait_for "octavia-driver-agent (ovn provider agent)" 90 grep -q 'Started ovn provider agent\|OVN provider agent has started' "$LOGS/octavia-driver-agent.log"
+        wait_for "Neutron's OVN controller agent (host $STACK_NODE)" 120 ovn_agent_alive
+    else
+        ovs_agents_ready
+    fi
+    public_network_up
 }
 
 openstack_down() {
-    # API servers and agents first, then what they use. The OVS agent sends
-    # its last RPCs on SIGTERM and waits up to 10 s for answers: stop it while
-    # neutron-server still answers, and neutron-server after it.
-    stop 8 neutron-openvswitch-agent octavia-api octavia-worker keystone
+    # API servers and agents first, then what they use. The OVS agents send
+    # their last RPCs on SIGTERM and wait up to 10 s for answers: stop them
+    # while neutron-server still answers, and neutron-server after them; OVN
+    # after neutron-server, which keeps connections to its databases.
+    stop 8 octavia-api octavia-worker octavia-driver-agent keystone
+    if [ "$NEUTRON_BACKEND" = ovs ]; then ovs_agents_down; fi
     stop 8 neutron-server
+    if [ "$NEUTRON_BACKEND" = ovn ]; then ovn_down; fi
     if pid_alive rabbitmq; then
         ( rabbit_env; timeout 30 /usr/lib/rabbitmq/bin/rabbitmqctl -q stop >/dev/null 2>&1 )
     fi
@@ -437,18 +455,30 @@ openstack_down() {
             if is_tap "$b"; then ip link del "$b" 2>/dev/null || true; fi
         done
     fi
+    rm -f "$OCTAVIA_SOCK_DIR"/{status,stats,get}.sock
+    rmdir "$OCTAVIA_SOCK_DIR" 2>/dev/null
+    rm -f "$S/neutron"
     return 0
 }
 
 openstack_status() {
     local rc=0 n
-    for n in mariadb epmd rabbitmq keystone neutron-server neutron-openvswitch-agent octavia-api octavia-worker; do
+    for n in mariadb epmd rabbitmq keystone neutron-server octavia-api octavia-worker; do
         pid_alive "$n" || { echo "  openstack: $n NOT running"; rc=1; }
     done
+    if [ "$NEUTRON_BACKEND" = ovn ]; then
+        pid_alive octavia-driver-agent || { echo "  openstack: octavia-driver-agent NOT running"; rc=1; }
+        ovn_status || rc=1
+    else
+        ovs_agents_status || rc=1
+    fi
+    public_status || rc=1
+    local providers="amphora (no-op backends: LBs go ACTIVE, no traffic)"
+    [ "$NEUTRON_BACKEND" = ovn ] && providers="ovn (real OVN load balancers), $providers"
     cat <<TXT
   Keystone:   $KEYSTONE_URL/v3  admin/$OS_PW (project admin), demo/$OS_PW (project demo)
-  Neutron:    $NEUTRON_URL  (ML2/openvswitch; agent host $STACK_NODE)
-  Octavia:    $OCTAVIA_URL  (amphora provider, no-op backends: LBs go ACTIVE)
+  Neutron:    $NEUTRON_URL  ($([ "$NEUTRON_BACKEND" = ovn ] && echo "ML2/OVN, chassis $STACK_NODE" || echo "ML2/openvswitch + L3 agent, agent host $STACK_NODE"))
+  Octavia:    $OCTAVIA_URL  (providers: $providers)
   RabbitMQ:   $H:$RABBIT_PORT   MariaDB: unix:$MYSOCK
   clouds.yaml $S/clouds.yaml (clouds kuryr-stack, kuryr-stack-demo)
 TXT

@@ -5,41 +5,22 @@ user, and catalogue entries for Neutron and Octavia. Idempotent: what exists
 is kept. Standard library only (runs under Debian's python3).
 
 Environment: KEYSTONE_URL, PASSWORD, NEUTRON_URL, OCTAVIA_URL, REGION."""
-import json
 import os
-import sys
-import urllib.error
-import urllib.request
+
+from osapi import admin_token as _admin_token
+from osapi import call as _call
 
 BASE = os.environ["KEYSTONE_URL"].rstrip("/") + "/v3"
 PASSWORD = os.environ["PASSWORD"]
 REGION = os.environ.get("REGION", "RegionOne")
 
 
-def call(method, path, body=None, token=None, ok=(200, 201, 204)):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("X-Auth-Token", token)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            raw = resp.read()
-            status, headers = resp.status, resp.headers
-    except urllib.error.HTTPError as err:
-        raw, status, headers = err.read(), err.code, err.headers
-    if status not in ok:
-        sys.exit(f"keystone_setup: {method} {path}: HTTP {status}: {raw[:300]!r}")
-    return (json.loads(raw) if raw else {}), headers
+def call(method, path, body=None, token=None):
+    return _call(method, BASE + path, body, token)
 
 
 def admin_token():
-    body = {"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": "admin", "domain": {"id": "default"}, "password": PASSWORD}}},
-        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-    _, headers = call("POST", "/auth/tokens", body)
-    return headers["X-Subject-Token"]
+    return _admin_token(os.environ["KEYSTONE_URL"], PASSWORD)
 
 
 class Keystone:

@@ -12,9 +12,11 @@
 
 pub mod cmd;
 pub mod cni;
+pub mod echo;
 pub mod env;
 pub mod net;
 pub mod openstack;
+pub mod plug;
 pub mod proxy;
 
 use std::future::Future;
@@ -71,6 +73,26 @@ pub async fn finally<T>(
             let v = r?;
             cleaned.map_err(|e| e.context("cleanup failed"))?;
             Ok(v)
+        }
+    }
+}
+
+/// Records that the calling test skipped part or all of what it checks, and
+/// why: printed on stderr and appended to the file `KURYR_TEST_SKIPS` names
+/// (`scripts/test` counts and prints those lines beside passed and failed).
+/// `what` names the test or check.
+pub fn skip(what: &str, why: &str) {
+    let line = format!("SKIP: {what}: {why}");
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("KURYR_TEST_SKIPS") {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            eprintln!("cannot record the skip in {path}: {e}");
         }
     }
 }

@@ -230,12 +230,15 @@ async fn ports_plugged_into_br_int_go_active_and_ping() -> anyhow::Result<()> {
     .await
 }
 
-/// A trunk whose parent is bound and plugged into its trunk bridge
-/// `tbr-<trunk id[:10]>`: the OVS agent wires the VLAN subport and trunk and
-/// subport go ACTIVE, as on a nested Kubernetes node VM.
+/// A trunk whose parent is bound and plugged like a nested Kubernetes node
+/// VM's NIC: on ML2/openvswitch into its trunk bridge `tbr-<trunk id[:10]>`,
+/// where the OVS agent wires the VLAN subport; on ML2/OVN straight into
+/// `br-int`, where ovn-controller binds the subport as a child port (parent
+/// and VLAN tag). Trunk and subport go ACTIVE either way.
 #[tokio::test]
-async fn trunk_subports_are_wired_by_the_ovs_agent() -> anyhow::Result<()> {
+async fn trunk_subports_are_wired_by_the_backend() -> anyhow::Result<()> {
     let (env, s) = session().await?;
+    let ovn = env.get("KURYR_STACK_NEUTRON_BACKEND")? == "ovn";
     let host = env.get("KURYR_STACK_AGENT_HOST")?.to_owned();
     let ovsdb = env.get("OVSDB_SOCK")?.to_owned();
     with_undo(&s, async |undo| {
@@ -272,12 +275,12 @@ async fn trunk_subports_are_wired_by_the_ovs_agent() -> anyhow::Result<()> {
                 )
                 .await?;
             let mac = p["port"]["mac_address"].as_str().context("mac")?.to_owned();
-            let tbr = OvsBridge::add(&ovsdb, &format!("tbr-{}", &trunk_id[..10]))?;
+            let tbr = if ovn { None } else { Some(OvsBridge::add(&ovsdb, &format!("tbr-{}", &trunk_id[..10]))?) };
             let ns = Netns::new("kst-vm-")?;
             let veth = Veth::new(&ns, "eth0")?;
             let plugged = OvsPort::add(
                 &ovsdb,
-                &tbr.name,
+                tbr.as_ref().map_or("br-int", |b| b.name.as_str()),
                 &veth.host,
                 &[
                     ("iface-id", &parent),
@@ -298,8 +301,23 @@ async fn trunk_subports_are_wired_by_the_ovs_agent() -> anyhow::Result<()> {
             )
             .await?;
             let c = s.get(&s.n(&format!("ports/{child}"))).await?;
-            assert_eq!(c["port"]["binding:host_id"], host.as_str(), "{c}");
             assert_eq!(c["port"]["device_owner"], "trunk:subport");
+            if ovn {
+                // ML2/OVN binds no host to a subport: the profile names its parent
+                assert_eq!(c["port"]["binding:profile"], json!({"parent_name": parent, "tag": 42}), "{c}");
+            } else {
+                assert_eq!(c["port"]["binding:host_id"], host.as_str(), "{c}");
+            }
+            if ovn {
+                // ovn-controller's binding: a child of the parent, VLAN 42
+                let db = format!("--db={}", env.get("KURYR_STACK_OVN_SB")?);
+                let row = kuryr_stack_tests::cmd::run(&[
+                    "ovn-sbctl", &db, "--bare", "--columns=parent_port,tag", "find", "Port_Binding",
+                    &format!("logical_port={child}"),
+                ])?;
+                let fields: Vec<&str> = row.split_whitespace().collect();
+                assert_eq!(fields, [parent.as_str(), "42"], "{row}");
+            }
             drop((plugged, veth, ns, tbr));
             Ok(())
         }

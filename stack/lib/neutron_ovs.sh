@@ -1,0 +1,124 @@
+# shellcheck shell=bash
+# Neutron backend "ovs" (ML2/openvswitch), part of component openstack:
+# neutron-openvswitch-agent on the stack's OVS (OVS firewall, VXLAN tunnels,
+# bridge mappings physnet1:br-phys and public:br-ex) wires ports, and
+# neutron-l3-agent runs routers as network namespaces (qrouter-<id>) with
+# iptables NAT. Both report as host $STACK_NODE, the Kubernetes node name.
+
+NEUTRON_OVS_PKGS=(neutron-l3-agent conntrack iptables)
+
+# ovs_ml2_config: ml2_conf.ini for the openvswitch mechanism driver
+ovs_ml2_config() {
+    cat <<INI
+[ml2]
+type_drivers = flat,vlan,vxlan
+tenant_network_types = vxlan
+mechanism_drivers = openvswitch
+extension_drivers = port_security,qos
+[ml2_type_flat]
+flat_networks = *
+[ml2_type_vlan]
+network_vlan_ranges = physnet1:100:2000
+[ml2_type_vxlan]
+vni_ranges = 1:10000
+[securitygroup]
+enable_security_group = true
+firewall_driver = openvswitch
+INI
+}
+
+ovs_service_plugins() { echo "router,trunk,segments,qos"; }
+
+# ovs_agent_configs: the OVS agent's and the L3 agent's ini files
+ovs_agent_configs() {
+    cat > "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" <<INI
+[DEFAULT]
+# = the Kubernetes node name: kuryr binds a pod's port to its node
+host = $STACK_NODE
+log_file = $LOGS/neutron-openvswitch-agent.log
+[ovs]
+integration_bridge = br-int
+tunnel_bridge = br-tun
+local_ip = $H
+# no OVS kernel module here: every bridge the agent makes is userspace
+datapath_type = netdev
+ovsdb_connection = unix:$OVSDB_SOCK
+bridge_mappings = physnet1:br-phys,public:br-ex
+of_listen_address = $H
+of_listen_port = 6633
+[agent]
+tunnel_types = vxlan
+polling_interval = 1
+# root already: no sudo; ovs-ofctl and privsep must find the stack's OVS
+root_helper = env PATH=/usr/sbin:/usr/bin:/sbin:/bin OVS_RUNDIR=$OVS_DIR
+[securitygroup]
+enable_security_group = true
+firewall_driver = openvswitch
+INI
+    cat > "$OS_ETC/neutron/l3_agent.ini" <<INI
+[DEFAULT]
+host = $STACK_NODE
+log_file = $LOGS/neutron-l3-agent.log
+interface_driver = openvswitch
+agent_mode = legacy
+# the userspace datapath's internal ports are taps held by ovs-vswitchd:
+# moved into a router's namespace they stop carrying traffic, veths do not
+ovs_use_veth = true
+# no metadata service in this stack (and no haproxy)
+enable_metadata_proxy = false
+[agent]
+root_helper = env PATH=/usr/sbin:/usr/bin:/sbin:/bin OVS_RUNDIR=$OVS_DIR
+report_interval = 5
+[ovs]
+integration_bridge = br-int
+ovsdb_connection = unix:$OVSDB_SOCK
+INI
+}
+
+# agent_fresh BINARY SINCE: the agent BINARY of $STACK_NODE reports alive,
+# started after SINCE
+agent_fresh() {
+    curl -sf -H "X-Auth-Token: $OS_TOKEN" \
+        "$NEUTRON_URL/v2.0/agents?binary=$1&host=$STACK_NODE" |
+        SINCE=$2 python3 -c 'import json, os, sys
+agents = json.load(sys.stdin)["agents"]
+ok = agents and agents[0]["alive"] and agents[0]["started_at"].replace(" ", "T")[:19] >= os.environ["SINCE"]
+sys.exit(0 if ok else 1)'
+}
+
+# ovs_agents_start: the OVS and L3 agents (they boot while Keystone comes up)
+ovs_agents_start() {
+    need_pkgs "${NEUTRON_OVS_PKGS[@]}"
+    # a restarted agent on kept data: its old row looks alive for a while, so
+    # wait for a report from the agent started now (started_at: UTC, 1 s)
+    OVS_AGENTS_SINCE=""
+    pid_alive neutron-openvswitch-agent || OVS_AGENTS_SINCE=$(date -u -d '-1 sec' '+%Y-%m-%dT%H:%M:%S')
+    ( ovs_env; start neutron-openvswitch-agent neutron-openvswitch-agent \
+        --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" )
+    ( ovs_env; start neutron-l3-agent neutron-l3-agent \
+        --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/l3_agent.ini" )
+}
+
+ovs_agents_ready() {
+    wait_for "neutron-openvswitch-agent (host $STACK_NODE)" 120 agent_fresh neutron-openvswitch-agent "${OVS_AGENTS_SINCE:-0}"
+    wait_for "neutron-l3-agent (host $STACK_NODE)" 120 agent_fresh neutron-l3-agent "${OVS_AGENTS_SINCE:-0}"
+}
+
+# ovs_agents_down: the agents, then the router namespaces the L3 agent made
+# (it leaves them behind on exit) and their veths
+ovs_agents_down() {
+    stop 8 neutron-openvswitch-agent neutron-l3-agent
+    local base=$STACK_HOME/baseline/netns n
+    for n in $(ip netns list 2>/dev/null | awk '$1 ~ /^(qrouter|snat|fip|qdhcp)-/ { print $1 }'); do
+        grep -qx "$n" "$base" 2>/dev/null || ip netns del "$n" 2>/dev/null || true
+    done
+    return 0
+}
+
+ovs_agents_status() {
+    local rc=0 n
+    for n in neutron-openvswitch-agent neutron-l3-agent; do
+        pid_alive "$n" || { echo "  openstack: $n NOT running"; rc=1; }
+    done
+    return $rc
+}
