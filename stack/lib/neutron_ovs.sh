@@ -86,7 +86,7 @@ ok = agents and agents[0]["alive"] and agents[0]["started_at"].replace(" ", "T")
 sys.exit(0 if ok else 1)'
 }
 
-# ovs_agents_start: the OVS and L3 agents (they boot while Keystone comes up)
+# ovs_agents_start: the OVS agent (it boots while Keystone comes up)
 ovs_agents_start() {
     need_pkgs "${NEUTRON_OVS_PKGS[@]}"
     # a restarted agent on kept data: its old row looks alive for a while, so
@@ -95,13 +95,18 @@ ovs_agents_start() {
     pid_alive neutron-openvswitch-agent || OVS_AGENTS_SINCE=$(date -u -d '-1 sec' '+%Y-%m-%dT%H:%M:%S')
     ( ovs_env; start neutron-openvswitch-agent neutron-openvswitch-agent \
         --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" )
-    ( ovs_env; start neutron-l3-agent neutron-l3-agent \
-        --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/l3_agent.ini" )
 }
 
+# ovs_agents_ready: the OVS agent reports, then the L3 agent starts: its
+# first RPC call, sent before neutron-server consumes its topic, would be
+# lost and only time out after a minute
 ovs_agents_ready() {
-    wait_for "neutron-openvswitch-agent (host $STACK_NODE)" 120 agent_fresh neutron-openvswitch-agent "${OVS_AGENTS_SINCE:-0}"
-    wait_for "neutron-l3-agent (host $STACK_NODE)" 120 agent_fresh neutron-l3-agent "${OVS_AGENTS_SINCE:-0}"
+    wait_proc neutron-openvswitch-agent "neutron-openvswitch-agent (host $STACK_NODE)" 120 \
+        agent_fresh neutron-openvswitch-agent "${OVS_AGENTS_SINCE:-0}"
+    ( ovs_env; start neutron-l3-agent neutron-l3-agent \
+        --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/l3_agent.ini" )
+    wait_proc neutron-l3-agent "neutron-l3-agent (host $STACK_NODE)" 120 \
+        agent_fresh neutron-l3-agent "${OVS_AGENTS_SINCE:-0}"
 }
 
 # ovs_agents_down: the agents, then the router namespaces the L3 agent made

@@ -456,7 +456,7 @@ openstack_down() {
         done
     fi
     rm -f "$OCTAVIA_SOCK_DIR"/{status,stats,get}.sock
-    rmdir "$OCTAVIA_SOCK_DIR" 2>/dev/null
+    rmdir "$OCTAVIA_SOCK_DIR" 2>/dev/null || true
     rm -f "$S/neutron"
     return 0
 }

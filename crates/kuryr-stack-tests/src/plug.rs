@@ -153,7 +153,13 @@ impl VmPort {
         let ns = Netns::new("kst-vm-")?;
         let veth = Veth::new(&ns, "eth0")?;
         ns.ip(&["link", "set", "eth0", "address", &mac])?;
-        ns.ip(&["addr", "add", &format!("{ip}/{}", net.prefix), "dev", "eth0"])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{ip}/{}", net.prefix),
+            "dev",
+            "eth0",
+        ])?;
         if !net.gateway.is_empty() {
             ns.ip(&["route", "add", "default", "via", &net.gateway])?;
         }
@@ -201,8 +207,11 @@ pub async fn security_group(s: &Session, undo: &Undo, rules: &[Value]) -> anyhow
     for r in rules {
         let mut r = r.clone();
         r["security_group_id"] = json!(sg_id);
-        s.post(&s.n("security-group-rules"), json!({"security_group_rule": r}))
-            .await?;
+        s.post(
+            &s.n("security-group-rules"),
+            json!({"security_group_rule": r}),
+        )
+        .await?;
     }
     Ok(sg_id)
 }

@@ -49,9 +49,12 @@ async fn security_group_without_ingress_rules_cuts_a_port_off() -> anyhow::Resul
             json!({"port": {"security_groups": [closed]}}),
         )
         .await?;
-        wait_until("b closed to a", SG_APPLIED, Duration::from_millis(200), || async {
-            Ok((!a.pings(&b.ip)).then_some(()))
-        })
+        wait_until(
+            "b closed to a",
+            SG_APPLIED,
+            Duration::from_millis(200),
+            || async { Ok((!a.pings(&b.ip)).then_some(())) },
+        )
         .await?;
         let err = ask(&a.ns, "tcp", &addr).expect_err("TCP to b passed its closed group");
         assert!(format!("{err:#}").contains("TCP connect"), "{err:#}");
@@ -74,9 +77,12 @@ async fn security_group_without_ingress_rules_cuts_a_port_off() -> anyhow::Resul
             json!({"port": {"security_groups": [default]}}),
         )
         .await?;
-        wait_until("b open again", SG_APPLIED, Duration::from_millis(200), || async {
-            Ok(a.pings(&b.ip).then_some(()))
-        })
+        wait_until(
+            "b open again",
+            SG_APPLIED,
+            Duration::from_millis(200),
+            || async { Ok(a.pings(&b.ip).then_some(())) },
+        )
         .await?;
         assert_eq!(ask(&a.ns, "tcp", &addr)?, server.token);
         drop((server, a, b));
@@ -89,8 +95,7 @@ async fn security_group_without_ingress_rules_cuts_a_port_off() -> anyhow::Resul
 /// host's public address (SNAT to the router's gateway address) and the
 /// kube-apiserver served there.
 #[tokio::test]
-async fn tenant_port_behind_the_router_reaches_the_host_and_the_api_server() -> anyhow::Result<()>
-{
+async fn tenant_port_behind_the_router_reaches_the_host_and_the_api_server() -> anyhow::Result<()> {
     let (env, s) = session().await?;
     let router = env.get("KURYR_STACK_ROUTER")?.to_owned();
     let host_ip = env.get("KURYR_STACK_HOST_PUBLIC_IP")?.to_owned();
@@ -99,8 +104,15 @@ async fn tenant_port_behind_the_router_reaches_the_host_and_the_api_server() -> 
         let net = Net::create(&s, undo, "10.231.2.0/24", Some(&router)).await?;
         let vm = VmPort::plug(&s, undo, &env, &net, None).await?;
         wait_port_active(&s, &vm.id).await?;
-        ensure!(vm.pings(&net.gateway), "no answer from the router's interface {}", net.gateway);
-        ensure!(vm.pings(&host_ip), "no answer from the host's public address {host_ip}");
+        ensure!(
+            vm.pings(&net.gateway),
+            "no answer from the router's interface {}",
+            net.gateway
+        );
+        ensure!(
+            vm.pings(&host_ip),
+            "no answer from the host's public address {host_ip}"
+        );
 
         // a server on the host's public address sees the router's SNAT address
         let token = unique_name("host-", 30);
@@ -115,15 +127,27 @@ async fn tenant_port_behind_the_router_reaches_the_host_and_the_api_server() -> 
         });
         assert_eq!(ask(&vm.ns, "tcp", &format!("{host_ip}:{port}"))?, token);
         let peer = server.join().expect("server thread")?;
-        assert_eq!(peer, router_gw, "the host saw {peer}, not the router's SNAT address");
+        assert_eq!(
+            peer, router_gw,
+            "the host saw {peer}, not the router's SNAT address"
+        );
 
         // the API server on the public address, through TLS: its own answer
         if env.has("k8s") {
             let ready = vm.ns.exec(&[
-                "curl", "-s", "--max-time", "10", "--cacert", env.get("KURYR_STACK_K8S_CA")?,
+                "curl",
+                "-s",
+                "--max-time",
+                "10",
+                "--cacert",
+                env.get("KURYR_STACK_K8S_CA")?,
                 &format!("{}/readyz", env.get("KURYR_STACK_APISERVER_PUBLIC")?),
             ])?;
-            assert_eq!(ready.trim(), "ok", "kube-apiserver /readyz from the pod network");
+            assert_eq!(
+                ready.trim(),
+                "ok",
+                "kube-apiserver /readyz from the pod network"
+            );
         } else {
             kuryr_stack_tests::skip(
                 "tenant port reaches the API server",

@@ -22,7 +22,10 @@ async fn ovn_session(test: &str) -> anyhow::Result<Option<(StackEnv, Session)>> 
     env.require("openstack")?;
     let backend = env.get("KURYR_STACK_NEUTRON_BACKEND")?;
     if backend != "ovn" {
-        skip(test, &format!("needs the ovn Neutron backend, the stack runs {backend}"));
+        skip(
+            test,
+            &format!("needs the ovn Neutron backend, the stack runs {backend}"),
+        );
         return Ok(None);
     }
     let s = Session::login(&env).await?;
@@ -43,18 +46,34 @@ async fn the_node_is_a_gateway_chassis_with_geneve() -> anyhow::Result<()> {
     };
     let node = env.get("KURYR_STACK_NODE")?;
     assert_eq!(
-        sbctl(&env, &["--bare", "--columns=hostname", "find", "Chassis", &format!("name={node}")])?,
+        sbctl(
+            &env,
+            &[
+                "--bare",
+                "--columns=hostname",
+                "find",
+                "Chassis",
+                &format!("name={node}")
+            ]
+        )?,
         node
     );
-    let encap = sbctl(&env, &["--bare", "--columns=type", "find", "Encap", &format!("chassis_name={node}")])?;
+    let encap = sbctl(
+        &env,
+        &[
+            "--bare",
+            "--columns=type",
+            "find",
+            "Encap",
+            &format!("chassis_name={node}"),
+        ],
+    )?;
     assert_eq!(encap, "geneve");
     let other = sbctl(&env, &["get", "Chassis", node, "other_config"])?;
     assert!(other.contains("enable-chassis-as-gw"), "{other}");
     assert!(other.contains("datapath-type=netdev"), "{other}");
     // and Neutron sees it as the node's agent
-    let agents = s
-        .get(&s.n(&format!("agents?host={node}")))
-        .await?;
+    let agents = s.get(&s.n(&format!("agents?host={node}"))).await?;
     let kinds: Vec<&str> = agents["agents"]
         .as_array()
         .context("agents")?
@@ -139,22 +158,49 @@ async fn ovn_load_balancer_serves_tcp_and_udp_on_one_port() -> anyhow::Result<()
             .await?;
         let lb_id = id(&lb, "loadbalancer")?;
         undo.wait_gone(s.o(&format!("loadbalancers/{lb_id}")));
-        undo.delete(format!("{}?cascade=true", s.o(&format!("loadbalancers/{lb_id}"))));
-        let vip = lb["loadbalancer"]["vip_address"].as_str().context("vip_address")?.to_owned();
+        undo.delete(format!(
+            "{}?cascade=true",
+            s.o(&format!("loadbalancers/{lb_id}"))
+        ));
+        let vip = lb["loadbalancer"]["vip_address"]
+            .as_str()
+            .context("vip_address")?
+            .to_owned();
         wait_lb_active(&s, &lb_id).await?;
         let mut members: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
         for proto in ["TCP", "UDP"] {
-            let l = lb_post(&s, &lb_id, "listeners", json!({"listener": {
-                "loadbalancer_id": lb_id, "protocol": proto, "protocol_port": 53}})).await?;
+            let l = lb_post(
+                &s,
+                &lb_id,
+                "listeners",
+                json!({"listener": {
+                "loadbalancer_id": lb_id, "protocol": proto, "protocol_port": 53}}),
+            )
+            .await?;
             let l = id(&l, "listener")?;
             // the ovn provider balances by 5-tuple hash only
-            let pool = lb_post(&s, &lb_id, "pools", json!({"pool": {
-                "listener_id": l, "protocol": proto, "lb_algorithm": "SOURCE_IP_PORT"}})).await?;
+            let pool = lb_post(
+                &s,
+                &lb_id,
+                "pools",
+                json!({"pool": {
+                "listener_id": l, "protocol": proto, "lb_algorithm": "SOURCE_IP_PORT"}}),
+            )
+            .await?;
             let pool = id(&pool, "pool")?;
             for m in [&a, &b] {
-                let v = lb_post(&s, &lb_id, &format!("pools/{pool}/members"), json!({"member": {
-                    "address": m.ip, "protocol_port": 8080, "subnet_id": net.subnet_id}})).await?;
-                members.entry(proto).or_default().push((pool.clone(), id(&v, "member")?));
+                let v = lb_post(
+                    &s,
+                    &lb_id,
+                    &format!("pools/{pool}/members"),
+                    json!({"member": {
+                    "address": m.ip, "protocol_port": 8080, "subnet_id": net.subnet_id}}),
+                )
+                .await?;
+                members
+                    .entry(proto)
+                    .or_default()
+                    .push((pool.clone(), id(&v, "member")?));
             }
         }
         // the OVN load balancer rows exist once the objects are ACTIVE;
@@ -162,7 +208,8 @@ async fn ovn_load_balancer_serves_tcp_and_udp_on_one_port() -> anyhow::Result<()
         for proto in ["tcp", "udp"] {
             let seen = spread(&client, proto, &format!("{vip}:53"), 40);
             ensure!(
-                seen.get("member-a").is_some_and(|n| *n > 0) && seen.get("member-b").is_some_and(|n| *n > 0)
+                seen.get("member-a").is_some_and(|n| *n > 0)
+                    && seen.get("member-b").is_some_and(|n| *n > 0)
                     && seen.len() == 2,
                 "{proto} through VIP {vip}:53 did not reach both members (and only them): {seen:?}"
             );
@@ -170,7 +217,8 @@ async fn ovn_load_balancer_serves_tcp_and_udp_on_one_port() -> anyhow::Result<()
         // member b leaves both pools: it gets nothing more
         for proto in ["TCP", "UDP"] {
             let (pool, member) = &members[proto][1];
-            s.delete(&s.o(&format!("pools/{pool}/members/{member}"))).await?;
+            s.delete(&s.o(&format!("pools/{pool}/members/{member}")))
+                .await?;
             wait_lb_active(&s, &lb_id).await?;
         }
         for proto in ["tcp", "udp"] {

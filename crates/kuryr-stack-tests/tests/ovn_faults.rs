@@ -20,8 +20,12 @@ fn kill(env: &StackEnv, name: &str) -> anyhow::Result<()> {
     run(&["kill", "-KILL", pid.trim()])?;
     // gone, not a zombie: its pid has no /proc/<pid>/stat with state != Z
     for _ in 0..100 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        if stat.rsplit_once(") ").is_none_or(|(_, r)| r.starts_with('Z')) {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        if stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, r)| r.starts_with('Z'))
+        {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -37,7 +41,8 @@ fn stack_up() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn ovn_controller_and_northd_restarts_keep_traffic_and_wire_new_ports() -> anyhow::Result<()> {
+async fn ovn_controller_and_northd_restarts_keep_traffic_and_wire_new_ports() -> anyhow::Result<()>
+{
     let env = StackEnv::load()?;
     env.require("openstack")?;
     if env.get("KURYR_STACK_NEUTRON_BACKEND")? != "ovn" {
@@ -64,7 +69,10 @@ async fn ovn_controller_and_northd_restarts_keep_traffic_and_wire_new_ports() ->
             wait_port_active(&s, &c.id)
                 .await
                 .with_context(|| format!("port plugged while {daemon} was dead"))?;
-            ensure!(a.pings(&c.ip), "a cannot reach the port plugged while {daemon} was dead");
+            ensure!(
+                a.pings(&c.ip),
+                "a cannot reach the port plugged while {daemon} was dead"
+            );
             ensure!(a.pings(&b.ip), "a lost b after {daemon} came back");
             later.push(c);
         }

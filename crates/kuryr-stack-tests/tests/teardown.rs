@@ -40,12 +40,27 @@ fn netns() -> anyhow::Result<BTreeSet<String>> {
         .collect())
 }
 
+/// Mount points, without iproute2's own: the first `ip netns add` on a
+/// machine turns the netns directory into a shared bind mount of itself
+/// and nothing ever undoes it (it is not the stack's, and harmless). Each
+/// namespace's own mount (`/run/netns/<name>`) still counts.
 fn mounts() -> anyhow::Result<BTreeSet<String>> {
     Ok(std::fs::read_to_string("/proc/self/mounts")?
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| !is_netns_dir(m))
         .map(str::to_owned)
         .collect())
+}
+
+fn is_netns_dir(mount_point: &str) -> bool {
+    matches!(mount_point, "/run/netns" | "/var/run/netns")
+}
+
+#[test]
+fn only_the_netns_directory_itself_is_ignored() {
+    assert!(is_netns_dir("/run/netns") && is_netns_dir("/var/run/netns"));
+    assert!(!is_netns_dir("/run/netns/cni-1234") && !is_netns_dir("/run"));
 }
 
 fn ports() -> anyhow::Result<BTreeSet<String>> {

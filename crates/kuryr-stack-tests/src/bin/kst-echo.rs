@@ -65,13 +65,15 @@ fn ask(proto: &str, addr: &str, timeout: Duration) -> Result<String, String> {
         "tcp" => {
             let mut c = TcpStream::connect_timeout(&addr, timeout)
                 .map_err(|e| format!("TCP connect to {addr}: {e}"))?;
-            c.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+            c.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
             c.read_to_end(&mut buf)
                 .map_err(|e| format!("TCP read from {addr}: {e}"))?;
         }
         "udp" => {
             let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
             s.send_to(b"ask\n", addr)
                 .map_err(|e| format!("UDP send to {addr}: {e}"))?;
             buf.resize(2048, 0);
