@@ -88,6 +88,15 @@ async fn the_node_is_a_gateway_chassis_with_geneve() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until every chassis has applied what the northbound database holds
+/// now (`ovn-nbctl --wait=hv sync`): Octavia's ovn provider reports ACTIVE
+/// once it has written the database, before ovn-controller has installed it.
+fn ovn_applied(env: &StackEnv) -> anyhow::Result<()> {
+    let db = format!("--db={}", env.get("KURYR_STACK_OVN_NB")?);
+    run(&["ovn-nbctl", &db, "--timeout=30", "--wait=hv", "sync"])?;
+    Ok(())
+}
+
 async fn lb_status(s: &Session, lb: &str) -> anyhow::Result<String> {
     let v = s.get(&s.o(&format!("loadbalancers/{lb}"))).await?;
     let st = v["loadbalancer"]["provisioning_status"]
@@ -203,8 +212,9 @@ async fn ovn_load_balancer_serves_tcp_and_udp_on_one_port() -> anyhow::Result<()
                     .push((pool.clone(), id(&v, "member")?));
             }
         }
-        // the OVN load balancer rows exist once the objects are ACTIVE;
-        // 40 fresh source ports miss a member with probability 2^-39
+        // on every chassis now; 40 fresh source ports miss a member with
+        // probability 2^-39
+        ovn_applied(&env)?;
         for proto in ["tcp", "udp"] {
             let seen = spread(&client, proto, &format!("{vip}:53"), 40);
             ensure!(
@@ -221,6 +231,7 @@ async fn ovn_load_balancer_serves_tcp_and_udp_on_one_port() -> anyhow::Result<()
                 .await?;
             wait_lb_active(&s, &lb_id).await?;
         }
+        ovn_applied(&env)?;
         for proto in ["tcp", "udp"] {
             let seen = spread(&client, proto, &format!("{vip}:53"), 20);
             ensure!(
