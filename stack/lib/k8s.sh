@@ -17,6 +17,18 @@ k8s_bin_dir() {
     echo "$CACHE/k8s/$(k8s_version)-$(cat "$K8S_MOD/go.mod" "$K8S_MOD/go.sum" | sha256sum | cut -c1-12)/bin"
 }
 
+# k8s_ldflags V: linker flags of a Kubernetes binary of version V (stripped,
+# version stamped, reproducible build date)
+k8s_ldflags() {
+    local v=$1 p minor ld="-s -w"
+    minor=${v#v1.}; minor=${minor%%.*}
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+        ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    echo "$ld"
+}
+
 k8s_build() {
     local bin v c have=1
     bin=$(k8s_bin_dir); v=$(k8s_version)
@@ -28,12 +40,7 @@ k8s_build() {
     ( cd "$K8S_MOD" && go mod download ) >>"$LOGS/k8s-build.log" 2>&1 \
         || { tail -n 20 "$LOGS/k8s-build.log" >&2; die "go mod download for Kubernetes $v failed (log: $LOGS/k8s-build.log)"; }
     log "Kubernetes $v: modules ready in $((SECONDS - t0))s; building ${K8S_CMDS[*]} (several minutes the first time)"
-    local minor=${v#v1.}; minor=${minor%%.*}
-    local ld="-s -w"
-    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-        ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-        ld+=" -X $p.buildDate=1970-01-01T00:00:00Z"
-    done
+    local ld; ld=$(k8s_ldflags "$v")
     local tmp=$bin.tmp.$$ pkgs=()
     for c in "${K8S_CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
     mkdir -p "$tmp"

@@ -17,18 +17,20 @@ CNI_BRIDGE=kstack0
 # sha FILE: hex sha256 of FILE
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 
-# oci_image NAME ROOTFS ENTRYPOINT_JSON OUT: pack directory ROOTFS as a
-# one-layer OCI image archive named NAME (for `ctr images import`)
+# oci_image NAME ROOTFS ENTRYPOINT_JSON OUT [CMD_JSON [PATH]]: pack directory
+# ROOTFS as a one-layer OCI image archive named NAME (for `ctr images
+# import`); CMD_JSON, if given, is the image's Cmd, PATH its PATH (/bin)
 oci_image() {
-    local name=$1 rootfs=$2 entry=$3 out=$4
+    local name=$1 rootfs=$2 entry=$3 out=$4 cmd=${5:-} path=${6:-/bin} extra=""
+    [ -n "$cmd" ] && extra=",\"Cmd\":$cmd"
     local d; d=$(mktemp -d)
     mkdir -p "$d/blobs/sha256"
     # reproducible, uncompressed layer: its digest is also its diff_id
     tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$rootfs" -cf "$d/layer.tar" .
     local layer lsize; layer=$(sha "$d/layer.tar"); lsize=$(stat -c %s "$d/layer.tar")
     mv "$d/layer.tar" "$d/blobs/sha256/$layer"
-    printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-        "$entry" "$layer" > "$d/config.json"
+    printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s%s,"Env":["PATH=%s"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "$entry" "$extra" "$path" "$layer" > "$d/config.json"
     local cfg csize; cfg=$(sha "$d/config.json"); csize=$(stat -c %s "$d/config.json")
     mv "$d/config.json" "$d/blobs/sha256/$cfg"
     printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
@@ -171,7 +173,7 @@ kubelet_up() {
         ctr_ images import --no-unpack "$img" >>"$LOGS/ctr-import.log" 2>&1 \
             || die "importing $img into containerd failed (log: $LOGS/ctr-import.log)"
     done
-    ctr_ images ls -q | grep -qx "$PAUSE_IMAGE" || die "pause image $PAUSE_IMAGE missing after import"
+    grep -qx "$PAUSE_IMAGE" <<< "$(ctr_ images ls -q)" || die "pause image $PAUSE_IMAGE missing after import"
     # no --node-ip: kubelet refuses a loopback one; the apiserver reaches it by
     # host name (--kubelet-preferred-address-types=Hostname,...)
     start kubelet "$(k8s_bin_dir)/kubelet" --config="$KL/config.yaml" --kubeconfig="$KL/kubeconfig" \

@@ -104,6 +104,23 @@ pub struct Binding {
     pub link_iface: String,
 }
 
+/// `[node_port]` (kuryr-rs): the node's own path into the pod network. The
+/// controller gives every node a Neutron port on the pod subnet (in the
+/// group `kuryr/<cluster>/nodes`), the node's daemon plugs it into the
+/// integration bridge as a host interface, and every pod port gets the
+/// group `kuryr/<cluster>/node-access`, which admits what comes from those
+/// node ports (and from `[pod_vif_nested] worker_nodes_subnets`): kubelet
+/// probes and host-network pods reach pods, nothing else from the host side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePort {
+    /// `enabled`: give each node a port (default: on for `neutron-vif`,
+    /// off for the nested drivers, whose node VMs reach pods through
+    /// their own NIC and the router).
+    pub enabled: bool,
+    /// `interface`: the host interface's name (`kuryr-node`).
+    pub interface: String,
+}
+
 /// Sets up the process's `tracing` output, as every kuryr-rs binary does:
 /// `RUST_LOG` filter (default `info`), JSON lines or text on stderr,
 /// colours only on a terminal.
@@ -136,6 +153,8 @@ pub struct KuryrConfig {
     pub cni_daemon: CniDaemon,
     /// `[binding]`.
     pub binding: Binding,
+    /// `[node_port]`.
+    pub node_port: NodePort,
     /// `[neutron]`: keystoneauth options (auth_url, username, password,
     /// project_name, ... application_credential_id ...), passed to the
     /// OpenStack client as they are.
@@ -192,6 +211,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         &["vif_annotation_timeout", "daemon_socket", "state_dir"],
     ),
     ("binding", &["link_iface"]),
+    ("node_port", &["enabled", "interface"]),
     (
         "vif_pool",
         &[
@@ -346,25 +366,43 @@ impl KuryrConfig {
                 }
             },
         };
-        let port_debug = match get("kubernetes", "port_debug") {
-            None => false,
-            Some((v, line)) => match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => {
-                    return Err(err(
-                        "kubernetes",
-                        "port_debug",
+        let boolean = |s: &str, o: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(s, o) {
+                None => Ok(default),
+                Some((v, line)) => match v.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(err(
+                        s,
+                        o,
                         line,
                         format!("`{v}` is not a boolean (true or false)"),
-                    ));
-                }
-            },
+                    )),
+                },
+            }
+        };
+        let port_debug = boolean("kubernetes", "port_debug", false)?;
+        let pod_vif_driver = choice("kubernetes", "pod_vif_driver", "neutron-vif", DRIVERS_VIF)?;
+        let node_interface =
+            string("node_port", "interface").unwrap_or_else(|| "kuryr-node".into());
+        if node_interface.len() > 15 || node_interface.contains(['/', ' ']) {
+            return Err(err(
+                "node_port",
+                "interface",
+                get("node_port", "interface").and_then(|(_, l)| l),
+                format!(
+                    "`{node_interface}` is not a Linux interface name (at most 15 bytes, no '/' or space)"
+                ),
+            ));
+        }
+        let node_port = NodePort {
+            enabled: boolean("node_port", "enabled", pod_vif_driver == "neutron-vif")?,
+            interface: node_interface,
         };
         let cfg = Self {
             kubernetes: Kubernetes {
                 port_debug,
-                pod_vif_driver: choice("kubernetes", "pod_vif_driver", "neutron-vif", DRIVERS_VIF)?,
+                pod_vif_driver,
                 vif_pool_driver: choice("kubernetes", "vif_pool_driver", "noop", DRIVERS_POOL)?,
                 pod_subnets_driver: choice(
                     "kubernetes",
@@ -411,6 +449,7 @@ impl KuryrConfig {
             binding: Binding {
                 link_iface: string("binding", "link_iface").unwrap_or_else(|| "eth0".into()),
             },
+            node_port,
             neutron: ini
                 .section("neutron")
                 .map(|m| m.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect())
@@ -555,6 +594,23 @@ password = s3cret
         assert_eq!(c.kubernetes.vif_pool_driver, "noop");
         assert_eq!(c.neutron_defaults.ovs_bridge, "br-int");
         assert_eq!(c.vif_pool.ports_pool_batch, 10);
+        assert!(c.node_port.enabled, "on by default for neutron-vif");
+        assert_eq!(c.node_port.interface, "kuryr-node");
+    }
+
+    #[test]
+    fn node_port_defaults_follow_the_driver_and_check_the_name() {
+        let (c, _) = KuryrConfig::parse(CONF, |_| None).unwrap();
+        assert!(!c.node_port.enabled, "off for nested-vlan");
+        let (c, _) =
+            KuryrConfig::parse("[node_port]\nenabled = false\ninterface = k0\n", |_| None).unwrap();
+        assert!(!c.node_port.enabled);
+        assert_eq!(c.node_port.interface, "k0");
+        let e = KuryrConfig::parse("[node_port]\ninterface = a-much-too-long-name\n", |_| None)
+            .unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = KuryrConfig::parse("[node_port]\nenabled = maybe\n", |_| None).unwrap_err();
+        assert!(e.to_string().contains("not a boolean"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Known {
     pub referenced: BTreeSet<String>,
     /// UIDs of the pods that exist.
     pub live_pods: BTreeSet<String>,
+    /// UIDs of the nodes that exist (their node ports are in use).
+    pub live_nodes: BTreeSet<String>,
     /// Subports of the trunks we use: port id → (trunk id, VLAN id).
     pub subports: BTreeMap<String, (String, u16)>,
 }
@@ -101,6 +103,14 @@ pub fn classify(port: &Port, known: &Known, rules: &PoolRules) -> Verdict {
         return Verdict::InUse { pool: key };
     }
     let trunk = known.subports.get(&port.id).map(|(t, _)| t.clone());
+    if let Some(uid) = kuryr_crds::node::node_uid_of_tags(&port.tags) {
+        // a node's own port: kept while its node exists, never pooled
+        return if known.live_nodes.contains(uid) {
+            Verdict::InUse { pool: None }
+        } else {
+            Verdict::Leaked { trunk }
+        };
+    }
     if let Some(uid) = pod_uid_of(port) {
         // a port made for one pod (no pool): its pod's handler owns it
         return if known.live_pods.contains(uid) {
@@ -252,6 +262,23 @@ mod tests {
             classify(&port("p2", &[]), &known, &rules(true, true)),
             Verdict::Leaked { trunk: None },
             "not on any trunk"
+        );
+    }
+
+    #[test]
+    fn node_ports_live_with_their_node_and_are_never_pooled() {
+        let known = Known {
+            live_nodes: ["n1".to_string()].into(),
+            ..Default::default()
+        };
+        // even when it would fit a pool
+        assert_eq!(
+            classify(&port("p1", &["kuryr-node:n1"]), &known, &rules(true, false)),
+            Verdict::InUse { pool: None }
+        );
+        assert_eq!(
+            classify(&port("p2", &["kuryr-node:n2"]), &known, &rules(true, false)),
+            Verdict::Leaked { trunk: None }
         );
     }
 

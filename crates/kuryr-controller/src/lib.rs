@@ -16,6 +16,7 @@ pub mod drivers;
 pub mod gc;
 pub mod leader;
 pub mod metrics;
+pub mod nodes;
 pub mod plan;
 pub mod pool;
 pub mod ports;
@@ -54,6 +55,9 @@ use std::time::Duration;
 pub struct Options {
     /// Only pods matching this label selector (all when `None`).
     pub pod_selector: Option<String>,
+    /// Only nodes matching this label selector get a node port (all when
+    /// `None`).
+    pub node_selector: Option<String>,
     /// Report leaked ports instead of deleting them.
     pub gc_dry_run: bool,
     /// Time between reconciliation passes with Neutron (0: only at start).
@@ -78,6 +82,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             pod_selector: None,
+            node_selector: None,
             gc_dry_run: false,
             gc_interval: Duration::from_secs(300),
             active_poll: Duration::from_millis(500),
@@ -123,6 +128,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Counters served on `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// The nodes' groups (`None`: no node ports and no worker subnets).
+    pub node_groups: Option<nodes::NodeGroups>,
 }
 
 /// A failed step; the pod is handled again after a back-off.
@@ -235,15 +242,34 @@ impl Context {
             })?;
             security_groups.push(sg.id);
         }
+        let mut tags = nd.resource_tags.clone();
+        tags.push(plan::cluster_tag(&cluster_id));
+        // what comes from the nodes reaches every pod, whatever its groups
+        let workers = &cfg.pod_vif_nested.worker_nodes_subnets;
+        let node_groups = if cfg.node_port.enabled || !workers.is_empty() {
+            let g = nodes::ensure_groups(
+                &os,
+                &project_id,
+                &tags,
+                &cluster_id,
+                cfg.node_port.enabled,
+                workers,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("the nodes' security groups: {e}"))?;
+            security_groups.push(g.access.clone());
+            Some(g)
+        } else {
+            None
+        };
         security_groups.sort();
+        security_groups.dedup();
         let settings = PortSettings {
             network_id: network.id.clone(),
             subnet_id: subnet_id.clone(),
             security_groups: security_groups.clone(),
             project_id: Some(project_id.clone()),
         };
-        let mut tags = nd.resource_tags.clone();
-        tags.push(plan::cluster_tag(&cluster_id));
         let drivers = Arc::new(Drivers::new(
             kind,
             os.clone(),
@@ -306,6 +332,7 @@ impl Context {
             options,
             failures: Mutex::default(),
             metrics,
+            node_groups,
         })
     }
 }
@@ -418,6 +445,7 @@ pub async fn run(
             }
         }));
     }
+    tasks.push(tokio::spawn(nodes::run(ctx.clone())));
     if !ctx.options.gc_interval.is_zero() {
         let c = ctx.clone();
         tasks.push(tokio::spawn(async move {

@@ -32,6 +32,11 @@ struct Args {
     /// Handle only pods matching this label selector.
     #[arg(long)]
     pod_selector: Option<String>,
+    /// Only nodes matching this label selector get a node port ([node_port]
+    /// enabled): e.g. the bare-metal nodes of a cluster whose other nodes
+    /// are VMs reaching their pods through their own NIC.
+    #[arg(long)]
+    node_selector: Option<String>,
     /// Report leaked Neutron ports (metric, log) instead of deleting them.
     #[arg(long)]
     gc_dry_run: bool,
@@ -115,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
     lease.name = name.to_owned();
     let options = kuryr_controller::Options {
         pod_selector: args.pod_selector,
+        node_selector: args.node_selector,
         gc_dry_run: args.gc_dry_run,
         gc_interval: Duration::from_secs(args.gc_interval),
         active_poll: Duration::from_millis(args.active_poll_ms.max(50)),

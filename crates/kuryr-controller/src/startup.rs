@@ -51,8 +51,13 @@ async fn known(ctx: &Context) -> Result<Known, Error> {
             k.live_pods.insert(uid);
         }
     }
+    let nodes: Api<Node> = Api::all(ctx.kube.clone());
+    for n in nodes.list_metadata(&ListParams::default()).await?.items {
+        if let Some(uid) = n.metadata.uid {
+            k.live_nodes.insert(uid);
+        }
+    }
     if ctx.drivers.kind == crate::drivers::DriverKind::NestedVlan {
-        let nodes: Api<Node> = Api::all(ctx.kube.clone());
         for node in nodes.list_metadata(&ListParams::default()).await?.items {
             let name = node.metadata.name.unwrap_or_default();
             let Ok(trunk) = ctx.drivers.trunk_of(&name).await else {

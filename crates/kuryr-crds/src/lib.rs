@@ -4,6 +4,7 @@
 //! kuryr-kubernetes, so an existing installation's objects can be taken over.
 //! Everything is keyed by pod UID, never by pod name.
 
+pub mod node;
 pub mod vif;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -11,6 +12,7 @@ use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use node::{NODE_PORT_ANNOTATION, NodePort, NodeRoute};
 pub use vif::{Vif, VifKind, VifNetwork, VifRoute, VifSubnet};
 
 /// API group of every kuryr CRD.

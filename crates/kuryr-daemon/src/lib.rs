@@ -9,6 +9,7 @@ pub mod cache;
 pub mod link;
 pub mod metrics;
 pub mod netns;
+pub mod node_port;
 pub mod ovsdb;
 pub mod server;
 pub mod state;
@@ -284,7 +285,7 @@ impl Daemon {
         }
     }
 
-    fn env(&self) -> PlugEnv<'_> {
+    pub(crate) fn env(&self) -> PlugEnv<'_> {
         PlugEnv {
             host: &self.host.handle,
             ovs: &self.ovs,

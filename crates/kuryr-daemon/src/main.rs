@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         .socket
         .unwrap_or_else(|| cfg.cni_daemon.daemon_socket.clone().into());
     let listener = server::bind_cni_socket(&socket)?;
-    let cache = KpCache::start(client, &node);
+    let cache = KpCache::start(client.clone(), &node);
     let daemon = Arc::new(Daemon::new(settings, cache)?);
     daemon.start_reaper(Duration::from_millis(args.link_cleanup_delay_ms));
     if args.prepare_vifs {
@@ -125,14 +125,25 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
+    let node_port = cfg.node_port.enabled.then(|| {
+        tokio::spawn(kuryr_daemon::node_port::run(
+            daemon.clone(),
+            client.clone(),
+            cfg.node_port.interface.clone(),
+            Duration::from_secs(30),
+        ))
+    });
     let cni = tokio::spawn(server::serve_cni(listener, daemon.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("stopping; pods stay plugged");
+    tracing::info!("stopping; pods and the node port stay plugged");
     cni.abort();
+    if let Some(t) = node_port {
+        t.abort();
+    }
     gc.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())

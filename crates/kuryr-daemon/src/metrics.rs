@@ -73,6 +73,7 @@ pub struct Metrics {
     /// ADDs served from a prepared VIF.
     pub adopted_total: AtomicU64,
     ready: AtomicBool,
+    node_port: AtomicBool,
 }
 
 impl Metrics {
@@ -93,6 +94,11 @@ impl Metrics {
     /// Marks the daemon ready or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Records whether this node's own port is plugged.
+    pub fn set_node_port(&self, plugged: bool) {
+        self.node_port.store(plugged, Ordering::Relaxed);
     }
 
     /// Ready (KuryrPort cache synced, OVS reachable).
@@ -151,6 +157,12 @@ impl Metrics {
                 "Pod interfaces the daemon has plugged.",
                 "gauge",
                 self.attachments.load(Ordering::Relaxed),
+            ),
+            (
+                "kuryr_node_port_plugged",
+                "Whether this node's own port into the pod network is plugged.",
+                "gauge",
+                u64::from(self.node_port.load(Ordering::Relaxed)),
             ),
             (
                 "kuryr_cni_ready",

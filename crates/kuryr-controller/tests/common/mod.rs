@@ -134,10 +134,17 @@ impl Harness {
 
     /// kuryr.conf text for this test: its subnet and resource tag, then
     /// `extra` (more sections, or more `[neutron_defaults]` options after a
-    /// repeated header).
+    /// repeated header). Node ports stay off unless `extra` has a
+    /// `[node_port]` section: a test's controller must not touch the
+    /// stack's real node.
     pub fn conf_text(&self, extra: &str) -> String {
+        let node_port = if extra.contains("[node_port]") {
+            ""
+        } else {
+            "[node_port]\nenabled = false\n"
+        };
         format!(
-            "[neutron_defaults]\npod_subnet = {}\nresource_tags = kuryr-rs-test\n{extra}",
+            "{node_port}[neutron_defaults]\npod_subnet = {}\nresource_tags = kuryr-rs-test\n{extra}",
             self.subnet.id
         )
     }
@@ -383,6 +390,14 @@ impl Harness {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        // the cluster's groups (node access first: it names the nodes' group)
+        let mut groups = n
+            .list_security_groups(&Query::new().tags([plan::cluster_tag(&self.cluster)]))
+            .await?;
+        groups.sort_by_key(|g| !g.name.ends_with("/node-access"));
+        for g in groups {
+            n.delete_security_group(&g.id).await?;
         }
         Ok(())
     }

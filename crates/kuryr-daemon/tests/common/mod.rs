@@ -158,17 +158,21 @@ impl Drop for Daemon {
             && let Ok(db) = env.get("OVSDB_SOCK")
         {
             let db = format!("--db=unix:{db}");
-            let found = kuryr_stack_tests::cmd::run(&[
-                "ovs-vsctl",
-                &db,
-                "--columns=name",
-                "--format=csv",
-                "--no-headings",
-                "find",
-                "Interface",
-                &format!("external_ids:kuryr-node={}", self.node),
-            ])
-            .unwrap_or_default();
+            // pods' interfaces and the node port's
+            let mut found = String::new();
+            for key in ["kuryr-node", "kuryr-node-port"] {
+                found += &kuryr_stack_tests::cmd::run(&[
+                    "ovs-vsctl",
+                    &db,
+                    "--columns=name",
+                    "--format=csv",
+                    "--no-headings",
+                    "find",
+                    "Interface",
+                    &format!("external_ids:{key}={}", self.node),
+                ])
+                .unwrap_or_default();
+            }
             for name in found
                 .lines()
                 .map(|l| l.trim_matches('"'))

@@ -1,0 +1,138 @@
+# shellcheck shell=bash
+# kuryr-rs on the running test stack, as plain processes: shared by
+# scripts/demo and scripts/conformance. Sourced after the stack's env file;
+# the caller sets:
+#   KD        a directory of its own (bin/, logs, sockets, state)
+#   KCLUSTER  the cluster id (tag kuryr-cluster:<id>, lease, node groups)
+# and may set KCONTROLLER_ARGS (an array of extra controller flags).
+# Functions fail through `fail MSG`, which the caller defines.
+
+# kuryr_build: the release binaries into $KD/bin
+kuryr_build() {
+    ./scripts/build-release "$KD/bin" > "$KD/build.log" 2>&1 \
+        || { tail -20 "$KD/build.log"; fail "build (log: $KD/build.log)"; }
+}
+
+# kuryr_network NAME CIDR [routed]: a Neutron network and subnet for pods
+# (attached to the stack's router with `routed`: pods then reach the host
+# and the API server through SNAT); sets KNET and KSUBNET
+kuryr_network() {
+    KNET=$(openstack network create -f value -c id "$1")
+    KSUBNET=$(openstack subnet create -f value -c id --network "$KNET" --subnet-range "$2" "$1")
+    if [ "${3:-}" = routed ]; then
+        openstack router add subnet "$KURYR_STACK_ROUTER" "$KSUBNET"
+        KROUTED=1
+    fi
+}
+
+# kuryr_conf FILE POOL_DRIVER: kuryr.conf for the stack: pods on $KSUBNET in
+# the project's default group, node ports on, the daemon's files in $KD
+kuryr_conf() {
+    local project sg
+    project=$(openstack project show -f value -c id "$OS_PROJECT_NAME")
+    sg=$(openstack security group list --project "$project" -f value -c ID -c Name | awk '$2 == "default" {print $1; exit}')
+    [ -n "$sg" ] || fail "no default security group in project $OS_PROJECT_NAME"
+    KPROJECT=$project KSG=$sg
+    cat > "$1" <<EOF
+[kubernetes]
+pod_vif_driver = neutron-vif
+vif_pool_driver = ${2:-noop}
+
+[neutron_defaults]
+project = $project
+pod_subnet = $KSUBNET
+pod_security_groups = $sg
+ovs_bridge = br-int
+resource_tags = $KCLUSTER
+
+[cni_daemon]
+vif_annotation_timeout = 120
+daemon_socket = $KD/daemon.sock
+state_dir = $KD/state
+EOF
+}
+
+# kuryr_wait_ready PID URL LOG NAME: until URL answers, failing if PID exits
+kuryr_wait_ready() {
+    local _i
+    # a restarted controller first waits for its dead predecessor's lease
+    for _i in $(seq 1 300); do
+        curl -fs "$2" >/dev/null 2>&1 && return 0
+        kill -0 "$1" 2>/dev/null || { tail -n 20 "$3"; fail "$4 exited"; }
+        sleep 0.2
+    done
+    fail "$4 not ready in 60 s (log: $3)"
+}
+
+# kuryr_start_controller CONF [ARGS...]: sets KCONTROLLER_PID
+kuryr_start_controller() {
+    local conf=$1; shift
+    "$KD/bin/kuryr-controller" --config-file "$conf" --kubeconfig "$KUBECONFIG" \
+        --cluster-id "$KCLUSTER" --metrics-address 127.0.0.1:9654 \
+        --leader-lease "kube-system/$KCLUSTER-controller" "${KCONTROLLER_ARGS[@]}" "$@" \
+        >> "$KD/controller.log" 2>&1 &
+    KCONTROLLER_PID=$!
+    kuryr_wait_ready "$KCONTROLLER_PID" 127.0.0.1:9654/readyz "$KD/controller.log" kuryr-controller
+}
+
+# kuryr_start_daemon CONF: sets KDAEMON_PID
+kuryr_start_daemon() {
+    "$KD/bin/kuryr-daemon" --config-file "$1" --kubeconfig "$KUBECONFIG" \
+        --node-name "$KURYR_STACK_NODE" --ovsdb "$OVSDB_SOCK" --metrics-address 127.0.0.1:9655 \
+        >> "$KD/daemon.log" 2>&1 &
+    KDAEMON_PID=$!
+    kuryr_wait_ready "$KDAEMON_PID" 127.0.0.1:9655/ready "$KD/daemon.log" kuryr-daemon
+}
+
+# kuryr_install_cni: kuryr-cni becomes the kubelet's CNI plugin (a conflist
+# sorted before the stack's bridge one; CNI 1.0.0 for containerd 1.6)
+kuryr_install_cni() {
+    install -m 0755 "$KD/bin/kuryr-cni" "$KURYR_STACK_CNI_BIN_DIR/kuryr-cni"
+    cat > "$KURYR_STACK_CNI_CONF_DIR/05-kuryr.conflist" <<EOF
+{"cniVersion": "1.0.0", "name": "kuryr",
+ "plugins": [{"type": "kuryr-cni", "daemonSocket": "$KD/daemon.sock", "timeout": 180}]}
+EOF
+}
+
+# kuryr_uninstall_cni: the stack's bridge plugin is the node's CNI again
+kuryr_uninstall_cni() {
+    rm -f "$KURYR_STACK_CNI_CONF_DIR/05-kuryr.conflist" "$KURYR_STACK_CNI_BIN_DIR/kuryr-cni"
+}
+
+# kuryr_stop: SIGTERM to the controller and the daemon (the daemon keeps pods
+# and the node port plugged, by design)
+kuryr_stop() {
+    [ -n "${KCONTROLLER_PID:-}" ] && kill "$KCONTROLLER_PID" 2>/dev/null
+    [ -n "${KDAEMON_PID:-}" ] && kill "$KDAEMON_PID" 2>/dev/null
+    wait 2>/dev/null || true
+}
+
+# kuryr_remove_node_port: the node's own interface and its OVS port
+# (kuryr-daemon leaves them when it stops, so the node keeps reaching pods)
+kuryr_remove_node_port() {
+    local p
+    ip link del kuryr-node 2>/dev/null || true
+    for p in $(ovs-vsctl --db="unix:$OVSDB_SOCK" --bare --columns=name find Interface external_ids:kuryr-node-port="$KURYR_STACK_NODE" 2>/dev/null); do
+        ovs-vsctl --db="unix:$OVSDB_SOCK" --if-exists del-port "$p" >/dev/null 2>&1 || true
+        ip link del "$p" 2>/dev/null || true
+    done
+}
+
+# kuryr_remove_network: every port left on $KNET (a pool's, the node ports),
+# the router interface, subnet and network, then the cluster's node groups
+# (node access first: it names the nodes' group). Best effort: a failed
+# delete does not end the caller's cleanup.
+kuryr_remove_network() {
+    if [ -n "${KSUBNET:-}" ] && [ -n "${KROUTED:-}" ]; then
+        openstack router remove subnet "$KURYR_STACK_ROUTER" "$KSUBNET" >/dev/null 2>&1 || true
+    fi
+    if [ -n "${KNET:-}" ]; then
+        openstack port list --network "$KNET" -f value -c ID 2>/dev/null | xargs -r openstack port delete >/dev/null 2>&1 || true
+    fi
+    if [ -n "${KSUBNET:-}" ]; then openstack subnet delete "$KSUBNET" >/dev/null 2>&1 || true; fi
+    if [ -n "${KNET:-}" ]; then openstack network delete "$KNET" >/dev/null 2>&1 || true; fi
+    local g
+    for g in "kuryr/$KCLUSTER/node-access" "kuryr/$KCLUSTER/nodes"; do
+        openstack security group delete "$g" >/dev/null 2>&1 || true
+    done
+}
