@@ -25,8 +25,10 @@ kuryr_network() {
     fi
 }
 
-# kuryr_conf FILE POOL_DRIVER: kuryr.conf for the stack: pods on $KSUBNET in
-# the project's default group, node ports on, the daemon's files in $KD
+# kuryr_conf FILE POOL_DRIVER [services]: kuryr.conf for the stack: pods on
+# $KSUBNET in the project's default group, node ports on, the daemon's files
+# in $KD; with `services` (Neutron on OVN), Services become load balancers
+# of Octavia's ovn provider with their VIPs on the stack's service subnet
 kuryr_conf() {
     local project sg
     project=$(openstack project show -f value -c id "$OS_PROJECT_NAME")
@@ -50,6 +52,19 @@ vif_annotation_timeout = 120
 daemon_socket = $KD/daemon.sock
 state_dir = $KD/state
 EOF
+    if [ "${3:-}" = services ]; then
+        cat >> "$1" <<EOF
+
+[neutron_defaults]
+service_subnet = $KURYR_STACK_SERVICE_SUBNET
+
+[kubernetes]
+endpoints_driver_octavia_provider = ovn
+EOF
+    else
+        # no Services: they need a provider that carries traffic
+        printf '\n[kubernetes]\nenabled_handlers = vif,kuryrport\n' >> "$1"
+    fi
 }
 
 # kuryr_wait_ready PID URL LOG NAME: until URL answers, failing if PID exits
@@ -115,6 +130,28 @@ kuryr_remove_node_port() {
     for p in $(ovs-vsctl --db="unix:$OVSDB_SOCK" --bare --columns=name find Interface external_ids:kuryr-node-port="$KURYR_STACK_NODE" 2>/dev/null); do
         ovs-vsctl --db="unix:$OVSDB_SOCK" --if-exists del-port "$p" >/dev/null 2>&1 || true
         ip link del "$p" 2>/dev/null || true
+    done
+}
+
+# kuryr_remove_load_balancers: after kuryr-controller has stopped, what it
+# made for Services goes: its finalizers off the Services, the
+# KuryrLoadBalancers, the cluster's Octavia load balancers (cascade)
+kuryr_remove_load_balancers() {
+    local k="kubectl --kubeconfig $KUBECONFIG" ns n rest lb
+    command -v jq >/dev/null || return 0
+    $k get services -A -o json 2>/dev/null | jq -r '.items[]
+        | select((.metadata.finalizers // []) | index("kuryr.openstack.org/service-finalizer"))
+        | [.metadata.namespace, .metadata.name, ((.metadata.finalizers - ["kuryr.openstack.org/service-finalizer"]) | tojson)] | @tsv' \
+        | while IFS=$'\t' read -r ns n rest; do
+            $k -n "$ns" patch service "$n" --type merge -p "{\"metadata\":{\"finalizers\":$rest}}" >/dev/null 2>&1 || true
+        done
+    $k get kuryrloadbalancers -A -o json 2>/dev/null | jq -r '.items[] | [.metadata.namespace, .metadata.name] | @tsv' \
+        | while IFS=$'\t' read -r ns n; do
+            $k -n "$ns" patch kuryrloadbalancer "$n" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+            $k -n "$ns" delete kuryrloadbalancer "$n" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+        done
+    for lb in $(openstack loadbalancer list --tags "kuryr-cluster:$KCLUSTER" -f value -c id 2>/dev/null); do
+        openstack loadbalancer delete --cascade --wait "$lb" >/dev/null 2>&1 || true
     done
 }
 

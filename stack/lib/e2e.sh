@@ -188,6 +188,8 @@ e2e_images() {
     fi
     mkdir -p "$dir"
     r=$(mktemp -d "$dir/rootfs.XXXXXX")
+    # mktemp makes it 0700: it becomes the image's /, which every user must traverse
+    chmod 0755 "$r"
     e2e_rootfs "$r" "$agnhost"
     local path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     # as upstream: agnhost's entrypoint is /agnhost with `pause` as default
@@ -196,11 +198,6 @@ e2e_images() {
     oci_image "$E2E_DNSUTILS_IMAGE" "$r" 'null' "$E2E_DNSUTILS_TAR" '["/bin/bash"]' "$path"
     rm -rf "$r"
     log "e2e images built: $E2E_AGNHOST_IMAGE ($E2E_AGNHOST_TAR, $(du -h "$E2E_AGNHOST_TAR" | cut -f1)), $E2E_DNSUTILS_IMAGE"
-}
-
-# oci_manifest_digest TAR: the digest of the (one) manifest in the OCI archive TAR
-oci_manifest_digest() {
-    tar -xOf "$1" index.json | sed -n 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p'
 }
 
 # e2e_import_images: build (or find cached) the e2e images and import them

@@ -152,7 +152,7 @@ k8s_up() {
         --kubelet-preferred-address-types=Hostname,InternalIP \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
         --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-        --service-cluster-ip-range=10.96.0.0/16 \
+        --service-cluster-ip-range="$SERVICE_RANGE" \
         --authorization-mode=Node,RBAC --allow-privileged=true \
         --endpoint-reconciler-type=lease --profiling=false
     wait_for "kube-apiserver $APISERVER" 90 apiserver_ready
@@ -165,7 +165,7 @@ k8s_up() {
         --controllers='*,-nodeipam' --use-service-account-credentials \
         --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
         --root-ca-file="$PKI/ca.crt" --service-account-private-key-file="$PKI/sa.key" \
-        --service-cluster-ip-range=10.96.0.0/16 --leader-elect=false --profiling=false
+        --service-cluster-ip-range="$SERVICE_RANGE" --leader-elect=false --profiling=false
     start kube-scheduler "$bin/kube-scheduler" \
         --kubeconfig="$K8S/scheduler.kubeconfig" \
         --authentication-kubeconfig="$K8S/scheduler.kubeconfig" \

@@ -13,6 +13,8 @@ CNI_BIN=${KURYR_STACK_CNI_BIN_DIR:-$S/cni/bin}
 CNI_CONF=${KURYR_STACK_CNI_CONF_DIR:-$S/cni/net.d}
 POD_CIDR=10.244.0.0/24
 CNI_BRIDGE=kstack0
+# kube-dns's ClusterIP (in the service range of stack/lib/public.sh)
+CLUSTER_DNS_IP=10.96.0.10
 
 # sha FILE: hex sha256 of FILE
 sha() { sha256sum "$1" | cut -d' ' -f1; }
@@ -43,6 +45,11 @@ oci_image() {
     tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$d" -cf "$out.tmp" oci-layout index.json blobs
     mv "$out.tmp" "$out"
     rm -rf "$d"
+}
+
+# oci_manifest_digest TAR: the digest of the (one) manifest in the OCI archive TAR
+oci_manifest_digest() {
+    tar -xOf "$1" index.json | sed -n 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p'
 }
 
 # build_images: the pause and busybox image archives, cached in $CACHE/images
@@ -152,6 +159,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 resolvConf: /etc/resolv.conf
+# the cluster DNS Service (kube-dns, 10.96.0.10), served once CoreDNS runs
+# behind kuryr-rs (scripts/conformance deploys it)
+clusterDNS: [$CLUSTER_DNS_IP]
+clusterDomain: cluster.local
 YAML
 }
 
@@ -183,6 +194,7 @@ kubelet_up() {
 export KURYR_STACK_CONTAINERD_SOCK=$CTRD_SOCK
 export KURYR_STACK_CNI_BIN_DIR=$CNI_BIN KURYR_STACK_CNI_CONF_DIR=$CNI_CONF KURYR_STACK_POD_CIDR=$POD_CIDR
 export KURYR_STACK_TEST_IMAGE=$TEST_IMAGE KURYR_STACK_PAUSE_IMAGE=$PAUSE_IMAGE
+export KURYR_STACK_CLUSTER_DNS=$CLUSTER_DNS_IP
 ENV
 }
 

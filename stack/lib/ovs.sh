@@ -52,6 +52,19 @@ ovs_check_namespace() {
     done
 }
 
+# vswitchd_ctl ARGS...: ovs-appctl to the running vswitchd (its own pid
+# file: under --monitor that is the daemon, not the monitor `start` noted).
+vswitchd_ctl() {
+    local p
+    p=$(cat "$OVS_DIR/ovs-vswitchd.pid" 2>/dev/null) || return 1
+    ovs-appctl -t "$OVS_DIR/ovs-vswitchd.$p.ctl" "$@"
+}
+
+# ovs_crashes: how many times the monitor restarted a crashed vswitchd.
+ovs_crashes() {
+    grep -c 'crashes: pid' "$OVS_DIR/ovs-vswitchd.log" 2>/dev/null || true
+}
+
 ovs_up() {
     need_pkgs openvswitch-switch iproute2 iputils-ping
     mkdir -p "$OVS_DIR"
@@ -66,9 +79,15 @@ ovs_up() {
     # with the userspace datapath, TCP through veths carries bad checksums
     # unless OVS does TSO/checksum offload itself
     vsctl --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true
+    # --monitor, as ovs-ctl starts it: a crashed vswitchd is restarted (and
+    # ovn-controller or the OVS agent put its flows back). OVS 3.1.0's
+    # userspace conntrack can abort on NAT'd traffic ("assertion
+    # conn->conn_type == CT_CONN_TYPE_DEFAULT failed in conn_update_state"):
+    # seen under Services' load balancers with ML2/OVN. `stack status` and
+    # scripts/conformance report such restarts.
     start ovs-vswitchd ovs-vswitchd "unix:$OVSDB_SOCK" --pidfile="$OVS_DIR/ovs-vswitchd.pid" \
-        --log-file="$OVS_DIR/ovs-vswitchd.log" --no-chdir
-    wait_for "ovs-vswitchd" 30 ovs-appctl -t "$OVS_DIR/ovs-vswitchd.$(cat "$RUN/ovs-vswitchd.pid").ctl" version
+        --log-file="$OVS_DIR/ovs-vswitchd.log" --no-chdir --monitor
+    wait_for "ovs-vswitchd" 30 vswitchd_ctl version
     vsctl --may-exist add-br br-int -- set Bridge br-int datapath_type=netdev
     write_env ovs <<ENV
 export OVS_RUNDIR=$OVS_DIR OVSDB_SOCK=$OVSDB_SOCK KURYR_STACK_OVS_DIR=$OVS_DIR
@@ -83,7 +102,7 @@ ovs_down() {
         # vswitchd. Note the ones this vswitchd holds -- by fd, not by name,
         # so a same-named device of someone else is never touched.
         local pid taps t
-        pid=$(cat "$RUN/ovs-vswitchd.pid")
+        pid=$(cat "$OVS_DIR/ovs-vswitchd.pid" 2>/dev/null || cat "$RUN/ovs-vswitchd.pid")
         taps=$(held_taps "$pid")
         timeout 10 ovs-appctl -t "$OVS_DIR/ovs-vswitchd.$pid.ctl" exit --cleanup >/dev/null 2>&1
         stop 5 ovs-vswitchd
@@ -101,5 +120,10 @@ ovs_status() {
     # a vswitchd whose tap was deleted under it keeps running, busy on a dead fd
     if pid_alive ovs-vswitchd && ! is_tap br-int; then echo "  ovs: tap br-int is gone (deleted by someone else?)"; rc=1; fi
     echo "  OVS:        unix:$OVSDB_SOCK, bridges: $(vsctl list-br 2>/dev/null | tr '\n' ' ')(datapath netdev)"
+    local crashes
+    crashes=$(ovs_crashes)
+    if [ "${crashes:-0}" != 0 ]; then
+        echo "  ovs: ovs-vswitchd crashed and was restarted $crashes time(s): see $OVS_DIR/ovs-vswitchd.log"
+    fi
     return $rc
 }

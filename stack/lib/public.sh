@@ -13,6 +13,11 @@ PUBLIC_BRIDGE=br-ex
 PUBLIC_CIDR=172.24.4.0/24
 PUBLIC_HOST_IP=172.24.4.1
 PUBLIC_PREFIX=24
+# Kubernetes' service IP range (kube-apiserver --service-cluster-ip-range)
+# inside the Neutron service subnet, whose other half is Neutron's own
+SERVICE_RANGE=10.96.0.0/16
+SERVICE_SUBNET_CIDR=10.96.0.0/15
+SERVICE_NEUTRON_START=10.97.0.2
 
 # public_address_on_bridge: br-ex holds the host's public address (the
 # output is read whole: `grep -q` under pipefail would fail on ip's SIGPIPE)
@@ -45,15 +50,18 @@ public_network_up() {
     local out
     out=$(KEYSTONE_URL=$KEYSTONE_URL PASSWORD=$OS_PW NEUTRON_URL=$NEUTRON_URL \
           PUBLIC_CIDR=$PUBLIC_CIDR PUBLIC_GATEWAY=$PUBLIC_HOST_IP \
+          SERVICE_CIDR=$SERVICE_SUBNET_CIDR SERVICE_NEUTRON_START=$SERVICE_NEUTRON_START \
           python3 "$STACK_SRC/openstack/public_network.py" 2>>"$LOGS/public-network.log") \
         || { tail -n 5 "$LOGS/public-network.log" >&2; die "creating the public network and router failed (log: $LOGS/public-network.log)"; }
     eval "$out"
     [ -n "${PUBLIC_NET_ID:-}" ] && [ -n "${ROUTER_ID:-}" ] || die "public_network.py printed no ids: $out"
-    log "openstack: public network $PUBLIC_CIDR ($PUBLIC_NET_ID), router $ROUTER_ID (gateway $ROUTER_GW_IP, SNAT)"
+    log "openstack: public network $PUBLIC_CIDR ($PUBLIC_NET_ID), router $ROUTER_ID (gateway $ROUTER_GW_IP, SNAT), service subnet $SERVICE_SUBNET_CIDR ($SERVICE_SUBNET_ID)"
     write_env public <<ENV
 export KURYR_STACK_PUBLIC_NET=$PUBLIC_NET_ID KURYR_STACK_PUBLIC_SUBNET=$PUBLIC_SUBNET_ID
 export KURYR_STACK_PUBLIC_CIDR=$PUBLIC_CIDR KURYR_STACK_HOST_PUBLIC_IP=$PUBLIC_HOST_IP
 export KURYR_STACK_ROUTER=$ROUTER_ID KURYR_STACK_ROUTER_GW_IP=$ROUTER_GW_IP
+export KURYR_STACK_SERVICE_NET=$SERVICE_NET_ID KURYR_STACK_SERVICE_SUBNET=$SERVICE_SUBNET_ID
+export KURYR_STACK_SERVICE_RANGE=$SERVICE_RANGE
 ENV
 }
 

@@ -45,6 +45,9 @@ pub struct Kubernetes {
     /// `port_debug`: name pool ports after their pod and set their
     /// device_id while in use (costs a Neutron call per pod).
     pub port_debug: bool,
+    /// `endpoints_driver_octavia_provider`: the Octavia provider of
+    /// Services' load balancers (`default`: Octavia's default provider).
+    pub endpoints_driver_octavia_provider: String,
 }
 
 /// `[neutron_defaults]`.
@@ -62,6 +65,27 @@ pub struct NeutronDefaults {
     pub network_device_mtu: Option<u32>,
     /// `resource_tags`: tags put on every Neutron resource.
     pub resource_tags: Vec<String>,
+    /// `service_subnet`: subnet id of Services' VIPs (their ClusterIPs).
+    pub service_subnet: Option<String>,
+    /// `external_svc_net`: network id of LoadBalancer Services' floating IPs.
+    pub external_svc_net: Option<String>,
+    /// `external_svc_subnet`: subnet of those floating IPs (optional).
+    pub external_svc_subnet: Option<String>,
+}
+
+/// `[octavia_defaults]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OctaviaDefaults {
+    /// `member_mode`: `L3` (members reached through routing) or `L2`.
+    pub member_mode: String,
+    /// `lb_algorithm` (the `ovn` provider only has `SOURCE_IP_PORT`).
+    pub lb_algorithm: String,
+    /// `enforce_sg_rules`: load balancers follow the pods' security groups.
+    pub enforce_sg_rules: bool,
+    /// `timeout_client_data` (ms, 0: Octavia's default).
+    pub timeout_client_data: u32,
+    /// `timeout_member_data` (ms, 0: Octavia's default).
+    pub timeout_member_data: u32,
 }
 
 /// `[pod_vif_nested]`.
@@ -155,6 +179,8 @@ pub struct KuryrConfig {
     pub binding: Binding,
     /// `[node_port]`.
     pub node_port: NodePort,
+    /// `[octavia_defaults]`.
+    pub octavia_defaults: OctaviaDefaults,
     /// `[neutron]`: keystoneauth options (auth_url, username, password,
     /// project_name, ... application_credential_id ...), passed to the
     /// OpenStack client as they are.
@@ -176,6 +202,8 @@ const HANDLERS: &[&str] = &[
     "kuryrnetworkpolicy",
     "pod_label",
     "kuryrloadbalancer",
+    "kuryrnetwork_population",
+    "openshift_machine",
 ];
 
 /// Options kuryr-rs reads, by section (`[neutron]` takes any keystoneauth option).
@@ -192,6 +220,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "token_file",
             "ssl_ca_crt_file",
             "port_debug",
+            "endpoints_driver_octavia_provider",
         ],
     ),
     (
@@ -203,6 +232,19 @@ const KNOWN: &[(&str, &[&str])] = &[
             "ovs_bridge",
             "network_device_mtu",
             "resource_tags",
+            "service_subnet",
+            "external_svc_net",
+            "external_svc_subnet",
+        ],
+    ),
+    (
+        "octavia_defaults",
+        &[
+            "member_mode",
+            "lb_algorithm",
+            "enforce_sg_rules",
+            "timeout_client_data",
+            "timeout_member_data",
         ],
     ),
     ("pod_vif_nested", &["worker_nodes_subnets"]),
@@ -332,7 +374,16 @@ impl KuryrConfig {
                 }
             };
         let handlers = match get("kubernetes", "enabled_handlers") {
-            None => vec!["vif".to_string(), "kuryrport".to_string()],
+            // kuryr-kubernetes' default
+            None => [
+                "vif",
+                "endpoints",
+                "service",
+                "kuryrloadbalancer",
+                "kuryrport",
+            ]
+            .map(String::from)
+            .to_vec(),
             Some((v, line)) => {
                 let hs: Vec<String> = v
                     .split(',')
@@ -403,6 +454,11 @@ impl KuryrConfig {
             kubernetes: Kubernetes {
                 port_debug,
                 pod_vif_driver,
+                endpoints_driver_octavia_provider: string(
+                    "kubernetes",
+                    "endpoints_driver_octavia_provider",
+                )
+                .unwrap_or_else(|| "default".into()),
                 vif_pool_driver: choice("kubernetes", "vif_pool_driver", "noop", DRIVERS_POOL)?,
                 pod_subnets_driver: choice(
                     "kubernetes",
@@ -429,6 +485,26 @@ impl KuryrConfig {
                     .unwrap_or_else(|| "br-int".into()),
                 network_device_mtu: mtu,
                 resource_tags: list("neutron_defaults", "resource_tags"),
+                service_subnet: string("neutron_defaults", "service_subnet"),
+                external_svc_net: string("neutron_defaults", "external_svc_net"),
+                external_svc_subnet: string("neutron_defaults", "external_svc_subnet"),
+            },
+            octavia_defaults: OctaviaDefaults {
+                member_mode: choice("octavia_defaults", "member_mode", "L3", &["L2", "L3"])?,
+                lb_algorithm: choice(
+                    "octavia_defaults",
+                    "lb_algorithm",
+                    "ROUND_ROBIN",
+                    &[
+                        "ROUND_ROBIN",
+                        "LEAST_CONNECTIONS",
+                        "SOURCE_IP",
+                        "SOURCE_IP_PORT",
+                    ],
+                )?,
+                enforce_sg_rules: boolean("octavia_defaults", "enforce_sg_rules", true)?,
+                timeout_client_data: num("octavia_defaults", "timeout_client_data", 0)?,
+                timeout_member_data: num("octavia_defaults", "timeout_member_data", 0)?,
             },
             pod_vif_nested: PodVifNested {
                 worker_nodes_subnets: list("pod_vif_nested", "worker_nodes_subnets"),
@@ -595,6 +671,21 @@ password = s3cret
         assert_eq!(c.neutron_defaults.ovs_bridge, "br-int");
         assert_eq!(c.vif_pool.ports_pool_batch, 10);
         assert!(c.node_port.enabled, "on by default for neutron-vif");
+        assert_eq!(
+            c.kubernetes.enabled_handlers,
+            [
+                "vif",
+                "endpoints",
+                "service",
+                "kuryrloadbalancer",
+                "kuryrport"
+            ],
+            "kuryr-kubernetes' default"
+        );
+        assert_eq!(c.kubernetes.endpoints_driver_octavia_provider, "default");
+        assert_eq!(c.octavia_defaults.lb_algorithm, "ROUND_ROBIN");
+        assert!(c.octavia_defaults.enforce_sg_rules);
+        assert_eq!(c.neutron_defaults.service_subnet, None);
         assert_eq!(c.node_port.interface, "kuryr-node");
     }
 

@@ -133,6 +133,38 @@ pub fn classify(port: &Port, known: &Known, rules: &PoolRules) -> Verdict {
     }
 }
 
+/// What becomes of one of the cluster's load balancers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbVerdict {
+    /// Its Service exists and it is the one recorded (or none is yet).
+    Keep,
+    /// Its Service is gone (or it names none): delete it.
+    Orphan,
+    /// Another load balancer is recorded for its Service: delete it.
+    Duplicate,
+}
+
+/// Classifies a load balancer of the cluster by its `kuryr-svc:<uid>` tag:
+/// `live`: uids of the Services that exist; `recorded`: (service uid, load
+/// balancer id) of every KuryrLoadBalancer status.
+pub fn classify_lb(
+    lb_id: &str,
+    tags: &[String],
+    live: &BTreeSet<String>,
+    recorded: &BTreeMap<String, String>,
+) -> LbVerdict {
+    let Some(uid) = tags.iter().find_map(|t| t.strip_prefix("kuryr-svc:")) else {
+        return LbVerdict::Orphan;
+    };
+    if !live.contains(uid) {
+        return LbVerdict::Orphan;
+    }
+    match recorded.get(uid) {
+        Some(id) if id != lb_id => LbVerdict::Duplicate,
+        _ => LbVerdict::Keep,
+    }
+}
+
 /// Whether a free port still carries a pod's name or owner (`port_debug`)
 /// and must be reset before it is pooled.
 pub fn needs_reset(port: &Port) -> bool {
@@ -279,6 +311,34 @@ mod tests {
         assert_eq!(
             classify(&port("p2", &["kuryr-node:n2"]), &known, &rules(true, false)),
             Verdict::Leaked { trunk: None }
+        );
+    }
+
+    #[test]
+    fn load_balancers_live_with_their_service_and_only_one_each() {
+        let live: BTreeSet<String> = ["s1".to_string(), "s2".to_string()].into();
+        let recorded: BTreeMap<String, String> = [("s1".to_string(), "lb1".to_string())].into();
+        let t = |u: &str| vec!["kuryr-cluster:c".to_string(), format!("kuryr-svc:{u}")];
+        assert_eq!(
+            classify_lb("lb1", &t("s1"), &live, &recorded),
+            LbVerdict::Keep
+        );
+        assert_eq!(
+            classify_lb("lb9", &t("s1"), &live, &recorded),
+            LbVerdict::Duplicate
+        );
+        assert_eq!(
+            classify_lb("lb2", &t("s2"), &live, &recorded),
+            LbVerdict::Keep,
+            "not recorded yet"
+        );
+        assert_eq!(
+            classify_lb("lb3", &t("gone"), &live, &recorded),
+            LbVerdict::Orphan
+        );
+        assert_eq!(
+            classify_lb("lb4", &["kuryr-cluster:c".to_string()], &live, &recorded),
+            LbVerdict::Orphan
         );
     }
 

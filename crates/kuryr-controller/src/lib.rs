@@ -14,12 +14,13 @@
 pub mod active;
 pub mod drivers;
 pub mod gc;
+pub mod handlers;
 pub mod leader;
 pub mod metrics;
-pub mod nodes;
 pub mod plan;
 pub mod pool;
 pub mod ports;
+pub mod services;
 pub mod startup;
 pub mod vlan;
 
@@ -71,6 +72,9 @@ pub struct Options {
     pub pool_cool_down: Option<Duration>,
     /// Name of this replica in events.
     pub instance: Option<String>,
+    /// How often a KuryrLoadBalancer is compared with Octavia although it
+    /// did not change (what was deleted behind our back comes back).
+    pub lb_recheck: Duration,
     /// Fill the pools of the nodes matching this label selector to
     /// `ports_pool_min` before any pod comes (`""`: every node). Without
     /// it, as in kuryr-kubernetes, a pool is made when the first pod of
@@ -88,6 +92,7 @@ impl Default for Options {
             active_poll: Duration::from_millis(500),
             active_warning: Duration::from_secs(60),
             pool_cool_down: None,
+            lb_recheck: Duration::from_secs(120),
             instance: None,
             prefill_nodes: None,
         }
@@ -129,7 +134,14 @@ pub struct Context {
     /// Counters served on `/metrics`.
     pub metrics: Arc<metrics::Metrics>,
     /// The nodes' groups (`None`: no node ports and no worker subnets).
-    pub node_groups: Option<nodes::NodeGroups>,
+    pub node_groups: Option<handlers::node::NodeGroups>,
+    /// Which handlers run.
+    pub handlers: handlers::Enabled,
+    /// What Services' load balancers need (`None`: no Service handler runs,
+    /// or no `[neutron_defaults] service_subnet`).
+    pub lb: Option<services::LbSettings>,
+    /// Warnings about the configuration, logged at start.
+    pub warnings: Vec<String>,
 }
 
 /// A failed step; the pod is handled again after a back-off.
@@ -144,6 +156,15 @@ pub enum Error {
     /// Placing the port (driver or pool).
     #[error("{0}")]
     Driver(DriverError),
+    /// What a user asked for cannot be done as it is (`reason` names it for
+    /// events and metrics).
+    #[error("{message}")]
+    Refused {
+        /// Short cause (CamelCase).
+        reason: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }
 
 impl From<DriverError> for Error {
@@ -182,6 +203,7 @@ impl Error {
             Error::Kube(_) => "KubernetesError".into(),
             Error::OpenStack(e) => openstack_reason(e),
             Error::Driver(e) => driver_error_reason(e),
+            Error::Refused { reason, .. } => reason.clone(),
         }
     }
 }
@@ -247,7 +269,7 @@ impl Context {
         // what comes from the nodes reaches every pod, whatever its groups
         let workers = &cfg.pod_vif_nested.worker_nodes_subnets;
         let node_groups = if cfg.node_port.enabled || !workers.is_empty() {
-            let g = nodes::ensure_groups(
+            let g = handlers::node::ensure_groups(
                 &os,
                 &project_id,
                 &tags,
@@ -264,6 +286,57 @@ impl Context {
         };
         security_groups.sort();
         security_groups.dedup();
+        let (enabled, mut warnings) = handlers::Enabled::from_names(&k.enabled_handlers);
+        let lb = match (&nd.service_subnet, enabled.any_service()) {
+            (Some(service_subnet), true) => {
+                let od = &cfg.octavia_defaults;
+                let provider = match k.endpoints_driver_octavia_provider.as_str() {
+                    "default" | "" => None,
+                    p => Some(p.to_owned()),
+                };
+                let service_cidr = n
+                    .get_subnet(service_subnet)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("service subnet {service_subnet}: {e}"))?
+                    .cidr;
+                let lb_algorithm = services::algorithm_for(provider.as_deref(), &od.lb_algorithm);
+                if lb_algorithm != od.lb_algorithm {
+                    warnings.push(format!("[octavia_defaults] lb_algorithm {} is not available with the {} provider: {lb_algorithm} is used", od.lb_algorithm, provider.as_deref().unwrap_or("default")));
+                }
+                if od.member_mode == "L2" {
+                    warnings.push("[octavia_defaults] member_mode L2 is read and not acted on: members are given the subnet of their address either way".into());
+                }
+                // members get the subnet of their address (the ovn provider
+                // needs it): every subnet visible now
+                let member_subnets = n.list_subnets(&Query::new()).await?;
+                Some(services::LbSettings {
+                    service: services::ServiceSettings {
+                        project_id: project_id.clone(),
+                        subnet_id: service_subnet.clone(),
+                        provider,
+                        security_groups: if od.enforce_sg_rules {
+                            security_groups.clone()
+                        } else {
+                            vec![]
+                        },
+                        timeout_client_data: u64::from(od.timeout_client_data),
+                        timeout_member_data: u64::from(od.timeout_member_data),
+                    },
+                    lb_algorithm,
+                    external_net: nd.external_svc_net.clone(),
+                    service_cidr,
+                    member_subnets,
+                })
+            }
+            (None, true) => {
+                warnings.push(
+                    "[neutron_defaults] service_subnet is not set: Services get no load balancers"
+                        .into(),
+                );
+                None
+            }
+            (_, false) => None,
+        };
         let settings = PortSettings {
             network_id: network.id.clone(),
             subnet_id: subnet_id.clone(),
@@ -333,6 +406,9 @@ impl Context {
             failures: Mutex::default(),
             metrics,
             node_groups,
+            handlers: enabled,
+            lb,
+            warnings,
         })
     }
 }
@@ -374,8 +450,13 @@ fn render_calls(os: &kuryr_openstack::Client, out: &mut String) {
 async fn startup_reconcile(ctx: &Context) {
     let mut delay = Duration::from_secs(1);
     loop {
-        match startup::reconcile(ctx, None).await {
-            Ok(r) => {
+        let pass = async {
+            let r = startup::reconcile(ctx, None).await?;
+            let lbs = startup::reconcile_load_balancers(ctx, None).await?;
+            Ok::<_, Error>((r, lbs))
+        };
+        match pass.await {
+            Ok((r, lbs)) => {
                 tracing::info!(
                     in_use = r.in_use,
                     adopted = r.adopted,
@@ -383,8 +464,9 @@ async fn startup_reconcile(ctx: &Context) {
                     leaked = r.leaked.len(),
                     removed = r.removed,
                     retagged = r.retagged,
+                    leaked_load_balancers = lbs,
                     dry_run = ctx.options.gc_dry_run,
-                    "start-up reconciliation with Neutron done"
+                    "start-up reconciliation with Neutron and Octavia done"
                 );
                 return;
             }
@@ -445,13 +527,19 @@ pub async fn run(
             }
         }));
     }
-    tasks.push(tokio::spawn(nodes::run(ctx.clone())));
+    if ctx.handlers.pods {
+        tasks.push(tokio::spawn(handlers::node::run(ctx.clone())));
+    }
     if !ctx.options.gc_interval.is_zero() {
         let c = ctx.clone();
         tasks.push(tokio::spawn(async move {
             let mut prev = std::collections::BTreeSet::new();
+            let mut prev_lbs = std::collections::BTreeSet::new();
             loop {
                 tokio::time::sleep(c.options.gc_interval).await;
+                if let Err(e) = startup::reconcile_load_balancers(&c, Some(&mut prev_lbs)).await {
+                    tracing::warn!(error = %e, "periodic reconciliation of load balancers failed");
+                }
                 match startup::reconcile(&c, Some(&mut prev)).await {
                     Ok(r) if !r.leaked.is_empty() || r.adopted > 0 => {
                         tracing::info!(
@@ -467,6 +555,42 @@ pub async fn run(
             }
         }));
     }
+    use futures::FutureExt;
+    let shutdown = shutdown.shared();
+    ctx.metrics.set_ready(true);
+    let metrics = ctx.metrics.clone();
+    let mut running: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    if ctx.handlers.pods {
+        running.push(run_pods(ctx.clone(), shutdown.clone()).boxed());
+    }
+    if ctx.lb.is_some() {
+        let h = ctx.handlers;
+        if h.services {
+            running.push(handlers::service::run(ctx.clone(), shutdown.clone()).boxed());
+        }
+        if h.endpoints {
+            running.push(handlers::endpoint_slice::run(ctx.clone(), shutdown.clone()).boxed());
+        }
+        if h.loadbalancers {
+            running.push(handlers::loadbalancer::run(ctx.clone(), shutdown.clone()).boxed());
+        }
+    }
+    if running.is_empty() {
+        tracing::warn!("no handler runs ([kubernetes] enabled_handlers): waiting for shutdown");
+        shutdown.await;
+    }
+    futures::future::join_all(running).await;
+    for t in tasks {
+        t.abort();
+    }
+    metrics.set_ready(false);
+}
+
+/// The pod handler until `shutdown` resolves.
+async fn run_pods(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let pods: Api<Pod> = Api::all(ctx.kube.clone());
     let kps: Api<KuryrPort> = Api::all(ctx.kube.clone());
     let mut cfg = watcher::Config::default();
@@ -478,8 +602,6 @@ pub async fn run(
         wake,
         |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
     );
-    ctx.metrics.set_ready(true);
-    let metrics = ctx.metrics.clone();
     Controller::new(pods, cfg)
         // a KuryrPort changing (or deleted behind our back) wakes its pod
         .watches(kps, watcher::Config::default(), |kp: KuryrPort| {
@@ -495,10 +617,6 @@ pub async fn run(
             }
         })
         .await;
-    for t in tasks {
-        t.abort();
-    }
-    metrics.set_ready(false);
 }
 
 fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -851,7 +969,7 @@ fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizers: Vec<String>) -> ser
 }
 
 /// The object's finalizers without `finalizer`.
-fn without(meta: &kube::api::ObjectMeta, finalizer: &str) -> Vec<String> {
+pub(crate) fn without(meta: &kube::api::ObjectMeta, finalizer: &str) -> Vec<String> {
     meta.finalizers
         .iter()
         .flatten()
@@ -862,7 +980,7 @@ fn without(meta: &kube::api::ObjectMeta, finalizer: &str) -> Vec<String> {
 
 /// Sets an object's finalizers (see [`finalizer_patch`]); `Ok(None)` when
 /// the object is already gone.
-async fn set_finalizers<K>(
+pub(crate) async fn set_finalizers<K>(
     api: &Api<K>,
     meta: &kube::api::ObjectMeta,
     finalizers: Vec<String>,

@@ -37,6 +37,10 @@ struct Args {
     /// are VMs reaching their pods through their own NIC.
     #[arg(long)]
     node_selector: Option<String>,
+    /// Seconds between comparisons of each KuryrLoadBalancer with Octavia
+    /// when nothing changed (recreates what was deleted behind our back).
+    #[arg(long, default_value_t = 120)]
+    lb_recheck: u64,
     /// Report leaked Neutron ports (metric, log) instead of deleting them.
     #[arg(long)]
     gc_dry_run: bool,
@@ -126,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         active_poll: Duration::from_millis(args.active_poll_ms.max(50)),
         active_warning: Duration::from_secs(args.active_warning),
         pool_cool_down: args.pool_cool_down.map(Duration::from_secs),
+        lb_recheck: Duration::from_secs(args.lb_recheck.max(1)),
         instance: Some(lease.identity.clone()),
         prefill_nodes: args.pool_prefill_nodes,
     };
@@ -136,6 +141,9 @@ async fn main() -> anyhow::Result<()> {
         kuryr_controller::metrics::serve(&args.metrics_address, ctx.metrics.clone())
             .await
             .with_context(|| format!("serving metrics on {}", args.metrics_address))?;
+    for w in &ctx.warnings {
+        tracing::warn!("{w}");
+    }
     tracing::info!(network = %ctx.network.id, subnet = %ctx.settings.subnet_id, driver = %cfg.kubernetes.pod_vif_driver, pool = %cfg.kubernetes.vif_pool_driver, metrics = %addr, "kuryr-controller started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub ports_replaced: AtomicU64,
     /// Failed reconciles (retried).
     pub errors: AtomicU64,
+    /// Octavia load balancers made for Services.
+    pub lbs_created: AtomicU64,
+    /// Octavia load balancers deleted with their Services.
+    pub lbs_deleted: AtomicU64,
     vif_buckets: [AtomicU64; VIF_BUCKETS.len()],
     vif_count: AtomicU64,
     vif_sum_micros: AtomicU64,
@@ -142,6 +146,16 @@ impl Metrics {
                 "kuryr_ports_stuck_total",
                 "Pod ports still not ACTIVE after the warning time.",
                 g(&self.ports_stuck),
+            ),
+            (
+                "kuryr_loadbalancers_created_total",
+                "Octavia load balancers made for Services.",
+                g(&self.lbs_created),
+            ),
+            (
+                "kuryr_loadbalancers_deleted_total",
+                "Octavia load balancers deleted with their Services.",
+                g(&self.lbs_deleted),
             ),
         ] {
             out.push_str(&format!(

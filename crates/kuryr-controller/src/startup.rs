@@ -74,6 +74,73 @@ async fn known(ctx: &Context) -> Result<Known, Error> {
     Ok(k)
 }
 
+/// The cluster's load balancers whose Service is gone, or which duplicate
+/// the one recorded for their Service, are deleted (reported only with
+/// `--gc-dry-run`). `prev` as for [`reconcile`]: a periodic pass acts only
+/// on load balancers found so twice in a row. Answers how many were found.
+pub async fn reconcile_load_balancers(
+    ctx: &Context,
+    prev: Option<&mut BTreeSet<String>>,
+) -> Result<usize, Error> {
+    use k8s_openapi::api::core::v1::Service;
+    if ctx.lb.is_none() {
+        return Ok(0);
+    }
+    let o = ctx.os.octavia();
+    // Kubernetes first: what is recorded after this read is then known
+    let svcs: Api<Service> = Api::all(ctx.kube.clone());
+    let live: BTreeSet<String> = svcs
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.uid)
+        .collect();
+    let klbs: Api<kuryr_crds::KuryrLoadBalancer> = Api::all(ctx.kube.clone());
+    let mut recorded = std::collections::BTreeMap::new();
+    for k in klbs.list(&ListParams::default()).await?.items {
+        let owner = k
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Service")
+            .map(|o| o.uid.clone());
+        if let (Some(uid), Some(lb)) = (owner, k.status.and_then(|s| s.loadbalancer)) {
+            recorded.insert(uid, lb.id);
+        }
+    }
+    let lbs = o
+        .list_load_balancers(&Query::new().tags([plan::cluster_tag(&ctx.cluster_id)]))
+        .await?;
+    let mut now = BTreeSet::new();
+    let mut found = 0;
+    for lb in lbs.iter().filter(|l| l.provisioning_status != "DELETED") {
+        let verdict = gc::classify_lb(&lb.id, &lb.tags, &live, &recorded);
+        if verdict == gc::LbVerdict::Keep {
+            continue;
+        }
+        if let Some(prev) = &prev
+            && !prev.contains(&lb.id)
+        {
+            now.insert(lb.id.clone());
+            continue;
+        }
+        found += 1;
+        if ctx.options.gc_dry_run {
+            tracing::warn!(lb = %lb.id, name = %lb.name, ?verdict, "leaked load balancer (dry run: left in place)");
+            continue;
+        }
+        o.delete_load_balancer(&lb.id, true).await?;
+        tracing::warn!(lb = %lb.id, name = %lb.name, ?verdict, "leaked load balancer deleted");
+        ctx.metrics.lbs_deleted.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(prev) = prev {
+        *prev = now;
+    }
+    Ok(found)
+}
+
 /// One pass. `prev`: the ports found unknown by the previous pass (`None`
 /// at start-up, when nothing else runs); updated to this pass's.
 pub async fn reconcile(
@@ -169,6 +236,12 @@ pub async fn reconcile(
     }
     if let Some(prev) = prev {
         *prev = unknown_now;
+    }
+    if !ctx.options.gc_dry_run {
+        let pruned = crate::handlers::node::prune_node_rules(ctx).await?;
+        if pruned > 0 {
+            tracing::info!(rules = pruned, "node rules of gone node ports deleted");
+        }
     }
     Ok(report)
 }

@@ -10,7 +10,8 @@ mod common;
 use common::{Harness, start};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams};
-use kuryr_controller::{Options, nodes, plan};
+use kuryr_controller::handlers::node as nodes;
+use kuryr_controller::{Options, plan};
 use kuryr_crds::node::node_tag;
 use kuryr_crds::{NODE_PORT_ANNOTATION, NodePort};
 use kuryr_openstack::Query;
@@ -83,9 +84,33 @@ async fn every_node_gets_a_port_and_pods_admit_only_the_nodes() -> anyhow::Resul
                 nodes_rules.iter().all(|r| r.direction == "egress"),
                 "and take nothing in: {nodes_rules:?}"
             );
+            // and its rule in the access group, as a crash between the two
+            // deletes would leave it
+            let stale_ip = stale.fixed_ips[0].ip_address.clone().expect("address");
+            let stale_rule = n
+                .create_security_group_rule(&kuryr_controller::handlers::node::node_rule(
+                    &groups.access,
+                    &stale_ip,
+                    "gone",
+                ))
+                .await?;
             let running = start(ctx.clone());
 
-            // start-up reconciliation removed the port of the gone node
+            // start-up reconciliation removed the port of the gone node and its rule
+            wait_until(
+                "stale node rule deleted",
+                Duration::from_secs(60),
+                Duration::from_millis(300),
+                || async {
+                    Ok(
+                        n.list_security_group_rules(&Query::new().filter("id", &stale_rule.id))
+                            .await?
+                            .is_empty()
+                            .then_some(()),
+                    )
+                },
+            )
+            .await?;
             wait_until(
                 "stale node port deleted",
                 Duration::from_secs(60),
@@ -118,25 +143,29 @@ async fn every_node_gets_a_port_and_pods_admit_only_the_nodes() -> anyhow::Resul
             assert_eq!(np.vif.network.subnets[0].cidr, "10.96.40.0/24");
             assert!(np.routes.is_empty());
 
-            // the access group: ingress from the nodes' group, nothing outbound
-            let rules = n
-                .list_security_group_rules(
-                    &Query::new().filter("security_group_id", &groups.access),
+            // the access group: ingress from the node port's address, nothing outbound
+            let access_rules = || async {
+                Ok::<_, anyhow::Error>(
+                    n.list_security_group_rules(
+                        &Query::new().filter("security_group_id", &groups.access),
+                    )
+                    .await?,
                 )
-                .await?;
-            assert_eq!(rules.len(), 2, "{rules:?}");
-            for r in &rules {
-                assert_eq!(r.direction, "ingress", "{r:?}");
-                assert_eq!(
-                    r.remote_group_id.as_deref(),
-                    Some(nodes_group.as_str()),
-                    "{r:?}"
-                );
-                assert!(
-                    r.protocol.is_none() && r.remote_ip_prefix.is_none(),
-                    "{r:?}"
-                );
-            }
+            };
+            let node_ip = port.fixed_ips[0]
+                .ip_address
+                .clone()
+                .expect("node port address");
+            let rules = access_rules().await?;
+            assert_eq!(rules.len(), 1, "{rules:?}");
+            let r = &rules[0];
+            assert_eq!(r.direction, "ingress", "{r:?}");
+            assert_eq!(
+                r.remote_ip_prefix.as_deref(),
+                Some(format!("{node_ip}/32").as_str()),
+                "{r:?}"
+            );
+            assert!(r.protocol.is_none() && r.remote_group_id.is_none(), "{r:?}");
             // a pod's port carries it beside the pod's own group
             let pod = unique_name("knp-", 40);
             let uids = h.create_pods(std::slice::from_ref(&pod), &node).await?;
@@ -193,6 +222,14 @@ async fn every_node_gets_a_port_and_pods_admit_only_the_nodes() -> anyhow::Resul
                 Duration::from_secs(60),
                 Duration::from_millis(300),
                 || async { Ok(mine().await?.is_empty().then_some(())) },
+            )
+            .await?;
+            // and its rule: nothing from that address is admitted any more
+            wait_until(
+                "node rule deleted with its port",
+                Duration::from_secs(60),
+                Duration::from_millis(300),
+                || async { Ok(access_rules().await?.is_empty().then_some(())) },
             )
             .await?;
             h.delete_all_pods(Duration::from_secs(60)).await?;

@@ -4,6 +4,7 @@
 //! kuryr-kubernetes, so an existing installation's objects can be taken over.
 //! Everything is keyed by pod UID, never by pod name.
 
+pub mod loadbalancer;
 pub mod node;
 pub mod vif;
 
@@ -12,6 +13,10 @@ use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use loadbalancer::{
+    KLB_FINALIZER, KuryrLoadBalancer, KuryrLoadBalancerSpec, KuryrLoadBalancerStatus,
+    SERVICE_FINALIZER,
+};
 pub use node::{NODE_PORT_ANNOTATION, NodePort, NodeRoute};
 pub use vif::{Vif, VifKind, VifNetwork, VifRoute, VifSubnet};
 
@@ -142,7 +147,7 @@ pub struct KuryrNetworkStatus {
 
 /// The CRD manifests, as installed by [`install`] (and shipped for
 /// `kubectl apply`).
-pub const CRD_MANIFESTS: [(&str, &str); 2] = [
+pub const CRD_MANIFESTS: [(&str, &str); 3] = [
     (
         "kuryrports.openstack.org",
         include_str!("../crds/kuryrport.yaml"),
@@ -150,6 +155,10 @@ pub const CRD_MANIFESTS: [(&str, &str); 2] = [
     (
         "kuryrnetworks.openstack.org",
         include_str!("../crds/kuryrnetwork.yaml"),
+    ),
+    (
+        "kuryrloadbalancers.openstack.org",
+        include_str!("../crds/kuryrloadbalancer.yaml"),
     ),
 ];
 
@@ -241,6 +250,11 @@ mod tests {
             crds[1].spec.names.short_names.as_deref(),
             Some(&["kns".to_string()][..])
         );
+        assert_eq!(
+            crds[2].spec.names.short_names.as_deref(),
+            Some(&["klb".to_string()][..])
+        );
+        assert_eq!(KuryrLoadBalancer::plural(&()), "kuryrloadbalancers");
         for c in &crds {
             assert_eq!(c.spec.group, GROUP);
             assert_eq!(c.spec.versions[0].name, "v1");

@@ -995,3 +995,56 @@ mod tests {
         );
     }
 }
+
+/// A floating IP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FloatingIp {
+    /// UUID.
+    pub id: String,
+    /// The address.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub floating_ip_address: String,
+    /// External network.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub floating_network_id: String,
+    /// The port it is associated with, if any.
+    #[serde(default)]
+    pub port_id: Option<String>,
+    /// The fixed address it maps to.
+    #[serde(default)]
+    pub fixed_ip_address: Option<String>,
+    /// Owning project.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub project_id: String,
+    /// Description.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub description: String,
+    /// `ACTIVE`, `DOWN`.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub status: String,
+    /// Tags.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub tags: Vec<String>,
+    /// Everything else Neutron sent.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Body of `POST /v2.0/floatingips`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FloatingIpCreate {
+    /// External network.
+    pub floating_network_id: String,
+    /// Subnet of the external network to take it from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    /// Port to associate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_id: Option<String>,
+    /// Project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}

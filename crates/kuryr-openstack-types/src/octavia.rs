@@ -119,6 +119,12 @@ pub struct Listener {
     /// Operating status.
     #[serde(default, deserialize_with = "crate::null_default")]
     pub operating_status: String,
+    /// Client inactivity timeout (ms).
+    #[serde(default)]
+    pub timeout_client_data: Option<u64>,
+    /// Member inactivity timeout (ms).
+    #[serde(default)]
+    pub timeout_member_data: Option<u64>,
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
@@ -142,6 +148,15 @@ pub struct ListenerCreate {
     /// Allowed source CIDRs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_cidrs: Option<Vec<String>>,
+    /// Client inactivity timeout (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_client_data: Option<u64>,
+    /// Member inactivity timeout (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_member_data: Option<u64>,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
 }
 
 /// A pool.
@@ -335,6 +350,12 @@ pub struct ListenerUpdate {
     /// Tags (replaces the list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
+    /// Client inactivity timeout (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_client_data: Option<u64>,
+    /// Member inactivity timeout (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_member_data: Option<u64>,
 }
 
 /// Body of `PUT /v2/lbaas/pools/{id}`.

@@ -166,6 +166,31 @@ impl Neutron {
         }
     }
 
+    // -------------------------------------------------------- floating IPs
+
+    /// Allocates a floating IP (associated with `body.port_id` when set).
+    pub async fn create_floating_ip(&self, body: &FloatingIpCreate) -> Result<FloatingIp> {
+        self.create("floatingips", body).await
+    }
+    /// Floating IPs matching `q` (e.g. `floating_ip_address`, `port_id`, `tags`).
+    pub async fn list_floating_ips(&self, q: &Query) -> Result<Vec<FloatingIp>> {
+        self.list("floatingips", q).await
+    }
+    /// Associates the floating IP with `port_id`, or disassociates it
+    /// (`None`). Idempotent.
+    pub async fn associate_floating_ip(
+        &self,
+        id: &str,
+        port_id: Option<&str>,
+    ) -> Result<FloatingIp> {
+        self.update("floatingips", id, &json!({ "port_id": port_id }))
+            .await
+    }
+    /// Releases a floating IP (idempotent).
+    pub async fn delete_floating_ip(&self, id: &str) -> Result<bool> {
+        self.delete("floatingips", id).await
+    }
+
     // ------------------------------------------------------------ networks
 
     /// Creates a network.

@@ -362,6 +362,19 @@ impl Harness {
         for n in made {
             let _ = nodes.delete(&n, &DeleteParams::default()).await;
         }
+        // the cluster's load balancers (their VIP ports are on the service
+        // subnet, not this network)
+        let o = self.os.octavia();
+        let lbs = o
+            .list_load_balancers(&Query::new().tags([plan::cluster_tag(&self.cluster)]))
+            .await?;
+        for lb in &lbs {
+            o.delete_load_balancer(&lb.id, true).await?;
+        }
+        for lb in &lbs {
+            o.wait_load_balancer_deleted(&lb.id, Duration::from_secs(120))
+                .await?;
+        }
         // a bulk create a killed controller sent may still be finishing in
         // Neutron: delete what is there until the network can go
         let n = self.os.neutron();

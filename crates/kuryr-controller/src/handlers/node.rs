@@ -5,15 +5,21 @@
 //! - Two security groups per cluster: `kuryr/<cluster>/nodes`, the group of
 //!   the node ports (no ingress rule: only replies come in), and
 //!   `kuryr/<cluster>/node-access`, which every pod port gets beside its own
-//!   groups: ingress from members of the first group (IPv4 and IPv6), and
-//!   from the `[pod_vif_nested] worker_nodes_subnets` (node VMs, which reach
-//!   their pods through their own NIC and the router). It has no egress
-//!   rule, so it never widens what a pod's own groups let out.
+//!   groups: ingress from each node port's address (one host-prefix rule
+//!   per node, made with its port and deleted with it), and from the
+//!   `[pod_vif_nested] worker_nodes_subnets` (node VMs, which reach their
+//!   pods through their own NIC and the router). It has no egress rule, so
+//!   it never widens what a pod's own groups let out. Addresses rather than
+//!   a remote-group rule: the openvswitch firewall driver of ML2/OVS lost
+//!   the members of a remote group whose referencing ports came and went
+//!   (node to pod traffic dropped on a pod made after others were deleted),
+//!   and an address rule costs the agents and OVN no membership tracking.
 //! - Side-by-side (`[node_port] enabled`): a Neutron port per node on the
 //!   pod subnet, bound to the node, in the nodes group, tagged
 //!   `kuryr-node:<node uid>`, recorded in the Node's annotation
 //!   `openstack.org/kuryr-node-port`, which the node's daemon plugs as a host
-//!   interface. Deleted when the node goes (watch) or, if the controller
+//!   interface, with a route to the service subnet through the pods'
+//!   router when Services are handled (the node reaches ClusterIPs too). Deleted when the node goes (watch) or, if the controller
 //!   missed that, by reconciliation (see [`crate::gc`]).
 
 use crate::{Context, Error, plan};
@@ -57,36 +63,58 @@ pub fn node_port_name(node: &str) -> String {
     format!("kuryr-node/{node}")
 }
 
-/// The ingress rules of the access group: from the nodes group (both
-/// families) and from each worker-node CIDR.
-pub fn access_rules(
-    access: &str,
-    nodes: Option<&str>,
-    worker_cidrs: &[String],
-) -> Vec<SecurityGroupRuleCreate> {
-    let rule = |ethertype: &str| SecurityGroupRuleCreate {
+/// The ingress rules of the access group made once per cluster: from each
+/// worker-node CIDR (nested clusters).
+pub fn access_rules(access: &str, worker_cidrs: &[String]) -> Vec<SecurityGroupRuleCreate> {
+    worker_cidrs
+        .iter()
+        .map(|c| SecurityGroupRuleCreate {
+            security_group_id: access.to_owned(),
+            direction: "ingress".into(),
+            ethertype: Some(family(c).into()),
+            remote_ip_prefix: Some(c.clone()),
+            description: Some("kuryr-rs: traffic from the cluster's worker nodes".into()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Description of a node's rule in the access group: how reconciliation
+/// tells node rules from the worker-subnet ones.
+pub const NODE_RULE_DESCRIPTION: &str = "kuryr-rs: traffic from node port";
+
+fn family(addr: &str) -> &'static str {
+    if addr.contains(':') { "IPv6" } else { "IPv4" }
+}
+
+/// The host prefix of an address (`/32` or `/128`).
+pub fn host_prefix(ip: &str) -> String {
+    format!("{ip}/{}", if ip.contains(':') { 128 } else { 32 })
+}
+
+/// The access group's rule admitting a node port's address.
+pub fn node_rule(access: &str, ip: &str, node: &str) -> SecurityGroupRuleCreate {
+    SecurityGroupRuleCreate {
         security_group_id: access.to_owned(),
         direction: "ingress".into(),
-        ethertype: Some(ethertype.into()),
-        description: Some("kuryr-rs: traffic from the cluster's nodes".into()),
+        ethertype: Some(family(ip).into()),
+        remote_ip_prefix: Some(host_prefix(ip)),
+        description: Some(format!("{NODE_RULE_DESCRIPTION} {node}")),
         ..Default::default()
-    };
-    let mut rules = Vec::new();
-    if let Some(n) = nodes {
-        for e in ["IPv4", "IPv6"] {
-            rules.push(SecurityGroupRuleCreate {
-                remote_group_id: Some(n.to_owned()),
-                ..rule(e)
-            });
-        }
     }
-    for c in worker_cidrs {
-        rules.push(SecurityGroupRuleCreate {
-            remote_ip_prefix: Some(c.clone()),
-            ..rule(if c.contains(':') { "IPv6" } else { "IPv4" })
-        });
-    }
-    rules
+}
+
+/// Whether an access-group rule is a node rule none of `live_ips` (the
+/// addresses of the node ports that exist) still needs.
+pub fn stale_node_rule(
+    rule: &kuryr_openstack::types::neutron::SecurityGroupRule,
+    live_ips: &std::collections::BTreeSet<String>,
+) -> bool {
+    rule.description.starts_with(NODE_RULE_DESCRIPTION)
+        && rule
+            .remote_ip_prefix
+            .as_deref()
+            .is_some_and(|p| !live_ips.iter().any(|ip| host_prefix(ip) == p))
 }
 
 /// Makes (or finds) the cluster's two groups and the access group's rules;
@@ -139,7 +167,7 @@ pub async fn ensure_groups(
     for s in worker_subnets {
         cidrs.push(n.get_subnet(s).await?.cidr);
     }
-    for r in access_rules(&access, nodes.as_deref(), &cidrs) {
+    for r in access_rules(&access, &cidrs) {
         n.ensure_security_group_rule(&r).await?;
     }
     let egress = Query::new()
@@ -147,6 +175,13 @@ pub async fn ensure_groups(
         .filter("direction", "egress");
     for r in n.list_security_group_rules(&egress).await? {
         n.delete_security_group_rule(&r.id).await?;
+    }
+    // a remote-group rule of an earlier kuryr-rs (see the module comment)
+    let all = Query::new().filter("security_group_id", &access);
+    for r in n.list_security_group_rules(&all).await? {
+        if r.remote_group_id.is_some() {
+            n.delete_security_group_rule(&r.id).await?;
+        }
     }
     Ok(NodeGroups { nodes, access })
 }
@@ -176,6 +211,18 @@ async fn ensure_node_port(node: &Node, ctx: &Context, nodes_group: &str) -> Resu
         ..Default::default()
     };
     let port = ctx.os.neutron().ensure_port(&tags, &body).await?;
+    if let Some(groups) = &ctx.node_groups {
+        for ip in port
+            .fixed_ips
+            .iter()
+            .filter_map(|f| f.ip_address.as_deref())
+        {
+            ctx.os
+                .neutron()
+                .ensure_security_group_rule(&node_rule(&groups.access, ip, &name))
+                .await?;
+        }
+    }
     let mut vif = Vif::from_port(
         &port,
         &ctx.network,
@@ -186,10 +233,16 @@ async fn ensure_node_port(node: &Node, ctx: &Context, nodes_group: &str) -> Resu
     );
     // the annotation changes only when the port does, not with its status
     vif.active = false;
-    let want = NodePort {
-        vif,
-        routes: vec![],
+    // Services' VIPs: through the pods' router, like the pods reach them
+    let gateway = ctx.subnets.iter().find_map(|s| s.gateway_ip.clone());
+    let routes = match (&ctx.lb, gateway) {
+        (Some(lb), Some(gateway)) => vec![kuryr_crds::NodeRoute {
+            cidr: lb.service_cidr.clone(),
+            gateway,
+        }],
+        _ => vec![],
     };
+    let want = NodePort { vif, routes };
     let have = node
         .metadata
         .annotations
@@ -208,19 +261,56 @@ async fn ensure_node_port(node: &Node, ctx: &Context, nodes_group: &str) -> Resu
     Ok(want.to_annotation())
 }
 
-/// Deletes the ports of node `uid` (idempotent).
+/// Deletes the ports of node `uid` and their rules in the access group
+/// (idempotent).
 async fn delete_node_ports(ctx: &Context, uid: &str) -> Result<usize, Error> {
     let n = ctx.os.neutron();
     let q = Query::new()
         .tags([plan::cluster_tag(&ctx.cluster_id), node_tag(uid)])
-        .fields(["id", "network_id"]);
+        .fields(["id", "network_id", "fixed_ips"]);
     let mut deleted = 0;
     for p in n.list_ports(&q).await? {
         if n.delete_port(&p.id).await? {
             deleted += 1;
         }
     }
+    prune_node_rules(ctx).await?;
     Ok(deleted)
+}
+
+/// Deletes the access group's node rules whose node port is gone (a node
+/// deleted while the controller was down, or between a port's delete and
+/// its rule's). Answers how many went.
+pub async fn prune_node_rules(ctx: &Context) -> Result<usize, Error> {
+    let Some(groups) = &ctx.node_groups else {
+        return Ok(0);
+    };
+    let n = ctx.os.neutron();
+    // rules first: a rule is made after its port, so every rule listed
+    // here whose port exists has that port in the list that follows
+    let rules = n
+        .list_security_group_rules(&Query::new().filter("security_group_id", &groups.access))
+        .await?;
+    let live: std::collections::BTreeSet<String> = n
+        .list_ports(
+            &Query::new()
+                .tags([plan::cluster_tag(&ctx.cluster_id)])
+                .filter("device_owner", "compute:kuryr-node")
+                .fields(["id", "network_id", "fixed_ips"]),
+        )
+        .await?
+        .iter()
+        .flat_map(|p| p.fixed_ips.iter().filter_map(|f| f.ip_address.clone()))
+        .collect();
+    let mut gone = 0;
+    for r in rules.iter().filter(|r| stale_node_rule(r, &live)) {
+        match n.delete_security_group_rule(&r.id).await {
+            Ok(_) => gone += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(gone)
 }
 
 /// How long a node port checked in Neutron is taken as there: a Node
@@ -316,28 +406,45 @@ mod tests {
 
     #[test]
     fn the_access_group_admits_node_ports_and_worker_subnets_only_inbound() {
-        let r = access_rules(
-            "acc",
-            Some("nodes"),
-            &["10.0.1.0/24".into(), "fd00::/64".into()],
-        );
-        assert_eq!(r.len(), 4);
-        assert!(
-            r.iter()
-                .all(|r| r.direction == "ingress" && r.security_group_id == "acc")
-        );
-        assert!(
-            r.iter()
-                .all(|r| r.protocol.is_none() && r.port_range_min.is_none())
-        );
-        assert_eq!(r[0].remote_group_id.as_deref(), Some("nodes"));
+        let r = access_rules("acc", &["10.0.1.0/24".into(), "fd00::/64".into()]);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.direction == "ingress"
+            && r.security_group_id == "acc"
+            && r.protocol.is_none()
+            && r.remote_group_id.is_none()));
+        assert_eq!(r[0].remote_ip_prefix.as_deref(), Some("10.0.1.0/24"));
         assert_eq!(r[1].ethertype.as_deref(), Some("IPv6"));
-        assert_eq!(r[2].remote_ip_prefix.as_deref(), Some("10.0.1.0/24"));
-        assert_eq!(r[3].ethertype.as_deref(), Some("IPv6"));
-        // nested: no node ports, only the worker subnets
-        let r = access_rules("acc", None, &["10.0.1.0/24".into()]);
-        assert_eq!(r.len(), 1);
-        assert!(r[0].remote_group_id.is_none());
+        let n = node_rule("acc", "10.0.0.7", "w1");
+        assert_eq!(n.remote_ip_prefix.as_deref(), Some("10.0.0.7/32"));
+        assert_eq!(n.ethertype.as_deref(), Some("IPv4"));
+        assert_eq!(n.direction, "ingress");
+        assert!(n.protocol.is_none() && n.port_range_min.is_none());
+        let n6 = node_rule("acc", "fd00::7", "w1");
+        assert_eq!(n6.remote_ip_prefix.as_deref(), Some("fd00::7/128"));
+        assert_eq!(n6.ethertype.as_deref(), Some("IPv6"));
+    }
+
+    #[test]
+    fn only_node_rules_of_gone_ports_are_stale() {
+        use kuryr_openstack::types::neutron::SecurityGroupRule;
+        let rule = |prefix: &str, desc: &str| -> SecurityGroupRule {
+            serde_json::from_value(serde_json::json!({
+                "id": "r", "security_group_id": "acc", "direction": "ingress",
+                "ethertype": "IPv4", "remote_ip_prefix": prefix, "description": desc}))
+            .expect("rule")
+        };
+        let live: std::collections::BTreeSet<String> = ["10.0.0.7".to_string()].into();
+        let node = format!("{NODE_RULE_DESCRIPTION} w1");
+        assert!(!stale_node_rule(&rule("10.0.0.7/32", &node), &live));
+        assert!(stale_node_rule(&rule("10.0.0.8/32", &node), &live));
+        // a worker subnet's rule is never a node rule
+        assert!(!stale_node_rule(
+            &rule(
+                "10.0.1.0/24",
+                "kuryr-rs: traffic from the cluster's worker nodes"
+            ),
+            &live
+        ));
     }
 
     #[test]

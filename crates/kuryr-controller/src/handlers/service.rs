@@ -1,0 +1,165 @@
+//! The service handler (kuryr-kubernetes' `service`): a Service of type
+//! ClusterIP or LoadBalancer gets the finalizer
+//! `kuryr.openstack.org/service-finalizer` and a KuryrLoadBalancer of its
+//! name, owned by it, whose spec follows the Service (VIP = ClusterIP,
+//! ports, timeouts from annotations); a Service kuryr-rs does not serve
+//! (headless, ExternalName, NodePort) gets a Warning event saying why. A
+//! deleted Service deletes its KuryrLoadBalancer, and its finalizer goes
+//! once the load-balancer handler has deleted the load balancer and the
+//! KuryrLoadBalancer is gone.
+
+use crate::services::spec::{self, Skip};
+use crate::{Context, Error, set_finalizers, without};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::Resource;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
+use kuryr_crds::{KLB_FINALIZER, KuryrLoadBalancer, SERVICE_FINALIZER};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn warn(ctx: &Context, svc: &Service, reason: &str, note: String) {
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "SetUpLoadBalancer".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &svc.object_ref(&())).await {
+        tracing::debug!(error = %e, "publishing an event");
+    }
+}
+
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(lbs) = ctx.lb.clone() else {
+        return Ok(Action::await_change());
+    };
+    let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &ns);
+    let klbs: Api<KuryrLoadBalancer> = Api::namespaced(ctx.kube.clone(), &ns);
+    let ours = svc
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == SERVICE_FINALIZER);
+    let want = spec::klb_spec(&svc, &lbs.service);
+    if svc.metadata.deletion_timestamp.is_some() || (want.is_err() && ours) {
+        // gone, or no longer one of ours (type changed): the load balancer
+        // goes first, then the finalizer
+        if klbs.get_opt(&name).await?.is_some() {
+            match klbs.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            // the KuryrLoadBalancer's deletion wakes this Service again
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        if ours {
+            set_finalizers(
+                &svcs,
+                &svc.metadata,
+                without(&svc.metadata, SERVICE_FINALIZER),
+            )
+            .await?;
+            tracing::info!(service = %format!("{ns}/{name}"), "service load balancer released");
+        }
+        if let Err(skip) = want
+            && svc.metadata.deletion_timestamp.is_none()
+        {
+            warn(&ctx, &svc, "KuryrServiceSkipped", skip.to_string()).await;
+        }
+        return Ok(Action::await_change());
+    }
+    let want = match want {
+        Ok(w) => w,
+        Err(Skip::NoClusterIp) => return Ok(Action::await_change()),
+        Err(skip) => {
+            warn(&ctx, &svc, "KuryrServiceSkipped", skip.to_string()).await;
+            return Ok(Action::await_change());
+        }
+    };
+    if !ours {
+        let mut f = svc.metadata.finalizers.clone().unwrap_or_default();
+        f.push(SERVICE_FINALIZER.into());
+        if set_finalizers(&svcs, &svc.metadata, f).await?.is_none() {
+            return Ok(Action::await_change());
+        }
+    }
+    match klbs.get_opt(&name).await? {
+        None => {
+            let klb = KuryrLoadBalancer {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    finalizers: Some(vec![KLB_FINALIZER.into()]),
+                    owner_references: Some(vec![
+                        svc.controller_owner_ref(&())
+                            .expect("a Service from the API server has a uid"),
+                    ]),
+                    ..Default::default()
+                },
+                spec: want,
+                status: None,
+            };
+            match klbs.create(&PostParams::default(), &klb).await {
+                Ok(_) => {
+                    tracing::info!(service = %format!("{ns}/{name}"), "KuryrLoadBalancer created")
+                }
+                // made meanwhile (another pass): the next pass compares
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Some(have) if spec::service_part_differs(&have.spec, &want) => {
+            // everything but the endpoint slices, which have their handler
+            let mut v = serde_json::to_value(&want).expect("a spec always serialises");
+            if let Some(m) = v.as_object_mut() {
+                m.remove("endpointSlices");
+            }
+            klbs.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": v})),
+            )
+            .await?;
+            tracing::info!(service = %format!("{ns}/{name}"), "KuryrLoadBalancer spec updated");
+        }
+        Some(_) => {}
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(svc: Arc<Service>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(service = %format!("{}/{}", svc.metadata.namespace.as_deref().unwrap_or(""), svc.metadata.name.as_deref().unwrap_or("")), error = %err, "service not handled yet; retrying in 5 s");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the service handler until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let svcs: Api<Service> = Api::all(ctx.kube.clone());
+    let klbs: Api<KuryrLoadBalancer> = Api::all(ctx.kube.clone());
+    Controller::new(svcs, watcher::Config::default())
+        // a KuryrLoadBalancer changing or going wakes its Service
+        .owns(klbs, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "service reconcile");
+            }
+        })
+        .await;
+}
