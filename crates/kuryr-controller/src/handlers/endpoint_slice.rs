@@ -64,7 +64,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
 }
 
 fn error_policy(svc: Arc<Service>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(service = %format!("{}/{}", svc.metadata.namespace.as_deref().unwrap_or(""), svc.metadata.name.as_deref().unwrap_or("")), error = %err, "endpoints not recorded yet; retrying in 2 s");
+    tracing::warn!(service = %super::qualified(&svc.metadata), error = %err, "endpoints not recorded yet; retrying in 2 s");
     Action::requeue(Duration::from_secs(2))
 }
 

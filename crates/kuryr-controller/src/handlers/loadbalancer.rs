@@ -475,7 +475,7 @@ async fn release(ctx: &Context, klb: &KuryrLoadBalancer) -> Result<(), Error> {
         }
         o.delete_load_balancer(&lb.id, true).await?;
         o.wait_load_balancer_deleted(&lb.id, ACTIVE_WAIT).await?;
-        tracing::info!(klb = %format!("{}/{}", klb.metadata.namespace.as_deref().unwrap_or(""), klb.metadata.name.as_deref().unwrap_or("")), lb = %lb.id, "load balancer deleted");
+        tracing::info!(klb = %super::qualified(&klb.metadata), lb = %lb.id, "load balancer deleted");
         ctx.metrics
             .lbs_deleted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -560,7 +560,7 @@ fn error_policy(klb: Arc<KuryrLoadBalancer>, err: &Error, ctx: Arc<Context>) -> 
     ctx.metrics
         .errors
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::warn!(klb = %format!("{}/{}", klb.metadata.namespace.as_deref().unwrap_or(""), klb.metadata.name.as_deref().unwrap_or("")), error = %err, "load balancer not converged yet; retrying in 5 s");
+    tracing::warn!(klb = %super::qualified(&klb.metadata), error = %err, "load balancer not converged yet; retrying in 5 s");
     Action::requeue(Duration::from_secs(5))
 }
 

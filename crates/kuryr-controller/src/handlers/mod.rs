@@ -49,6 +49,15 @@ impl Enabled {
     }
 }
 
+/// `<namespace>/<name>` of an object, for logs.
+pub(crate) fn qualified(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,7 +140,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
 }
 
 fn error_policy(svc: Arc<Service>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(service = %format!("{}/{}", svc.metadata.namespace.as_deref().unwrap_or(""), svc.metadata.name.as_deref().unwrap_or("")), error = %err, "service not handled yet; retrying in 5 s");
+    tracing::warn!(service = %super::qualified(&svc.metadata), error = %err, "service not handled yet; retrying in 5 s");
     Action::requeue(Duration::from_secs(5))
 }
 
