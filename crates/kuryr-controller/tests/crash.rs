@@ -159,7 +159,7 @@ async fn a_controller_killed_mid_burst_leaves_exactly_one_port_per_pod() -> anyh
         );
         let text = std::fs::read_to_string(&log)?;
         assert!(
-            text.contains("start-up reconciliation with Neutron done"),
+            text.contains("start-up reconciliation with Neutron and Octavia done"),
             "{text}"
         );
         anyhow::Ok(())
