@@ -145,6 +145,19 @@ wait_for() {
     log "$what ready"
 }
 
+# wait_build WHAT PID T0: waits for the background build PID (a child of
+# this shell), saying every 30 s that WHAT is still building, with the time
+# since T0 (a $SECONDS value) and the Go build cache's size; answers the
+# build's exit status
+wait_build() {
+    local what=$1 pid=$2 t0=$3 n=0
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1; n=$((n + 1))
+        [ $((n % 30)) = 0 ] && log "$what: still building ($((SECONDS - t0))s; Go build cache: $(du -sh "$GOCACHE" 2>/dev/null | cut -f1))"
+    done
+    wait "$pid"
+}
+
 # wait_proc NAME WHAT SECONDS CMD...: wait_for, but fail at once, with the
 # end of its log, when the process NAME (started by `start`) has exited
 wait_proc() {

@@ -85,12 +85,7 @@ coredns_build() {
         ( cd "$COREDNS_MOD" \
             && go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$v" \
                 -o "$tmp/coredns" . ) >>"$blog" 2>&1 &
-        local pid=$! n=0
-        while kill -0 $pid 2>/dev/null; do
-            sleep 1; n=$((n + 1))
-            [ $((n % 30)) = 0 ] && log "CoreDNS $v: still building ($((SECONDS - t0))s; Go build cache: $(du -sh "$GOCACHE" 2>/dev/null | cut -f1))"
-        done
-        if ! wait $pid; then
+        if ! wait_build "CoreDNS $v" $! "$t0"; then
             rm -rf "$tmp"; tail -n 30 "$blog" >&2
             die "building CoreDNS $v from Go modules failed (log: $blog)"
         fi

@@ -72,12 +72,7 @@ e2e_build() {
             && go test -c -vet=off -trimpath -ldflags "$(k8s_ldflags "$v")" -o "$tmp/e2e.test" . \
             && go build -trimpath -ldflags "-s -w" -o "$tmp/agnhost" k8s.io/kubernetes/test/images/agnhost ) \
             >>"$blog" 2>&1 &
-        local pid=$! n=0
-        while kill -0 $pid 2>/dev/null; do
-            sleep 1; n=$((n + 1))
-            [ $((n % 30)) = 0 ] && log "e2e $v: still building ($((SECONDS - t0))s; Go build cache: $(du -sh "$GOCACHE" 2>/dev/null | cut -f1))"
-        done
-        if ! wait $pid; then
+        if ! wait_build "e2e $v" $! "$t0"; then
             rm -rf "$tmp"; tail -n 30 "$blog" >&2
             die "building the Kubernetes $v e2e tests from Go modules failed (log: $blog)"
         fi

@@ -45,12 +45,7 @@ k8s_build() {
     for c in "${K8S_CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
     mkdir -p "$tmp"
     ( cd "$K8S_MOD" && go build -trimpath -ldflags "$ld" -o "$tmp/" "${pkgs[@]}" ) >>"$LOGS/k8s-build.log" 2>&1 &
-    local pid=$! n=0
-    while kill -0 $pid 2>/dev/null; do
-        sleep 1; n=$((n + 1))
-        [ $((n % 30)) = 0 ] && log "Kubernetes $v: still building ($((SECONDS - t0))s; Go build cache: $(du -sh "$GOCACHE" 2>/dev/null | cut -f1))"
-    done
-    if ! wait $pid; then
+    if ! wait_build "Kubernetes $v" $! "$t0"; then
         rm -rf "$tmp"; tail -n 30 "$LOGS/k8s-build.log" >&2
         die "building Kubernetes $v from Go modules failed (log: $LOGS/k8s-build.log)"
     fi

@@ -635,19 +635,40 @@ fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
     Action::requeue(base + spread)
 }
 
-/// Publishes an event about `pod` (best effort: a failure is only logged).
-async fn event(ctx: &Context, pod: &Pod, type_: EventType, reason: &str, note: String) {
-    use kube::Resource;
+/// Publishes an event about the object `about` (best effort: a failure is
+/// only logged); reason and note are cut to what the API accepts.
+pub(crate) async fn publish_event(
+    ctx: &Context,
+    about: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    action: &str,
+    reason: &str,
+    note: String,
+) {
     let ev = Event {
         type_,
         reason: reason.chars().take(128).collect(),
         note: Some(note.chars().take(1000).collect()),
-        action: "SetUpNetwork".into(),
+        action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &pod.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&ev, about).await {
         tracing::debug!(error = %e, "publishing an event");
     }
+}
+
+/// Publishes an event about `pod` (best effort: a failure is only logged).
+async fn event(ctx: &Context, pod: &Pod, type_: EventType, reason: &str, note: String) {
+    use kube::Resource;
+    publish_event(
+        ctx,
+        &pod.object_ref(&()),
+        type_,
+        "SetUpNetwork",
+        reason,
+        note,
+    )
+    .await;
 }
 
 /// One pass over a pod; a failure becomes a warning event on the pod.

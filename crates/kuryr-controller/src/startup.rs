@@ -99,13 +99,8 @@ pub async fn reconcile_load_balancers(
     let klbs: Api<kuryr_crds::KuryrLoadBalancer> = Api::all(ctx.kube.clone());
     let mut recorded = std::collections::BTreeMap::new();
     for k in klbs.list(&ListParams::default()).await?.items {
-        let owner = k
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.kind == "Service")
-            .map(|o| o.uid.clone());
+        let owner =
+            crate::handlers::loadbalancer::service_owner(&k.metadata).map(|o| o.uid.clone());
         if let (Some(uid), Some(lb)) = (owner, k.status.and_then(|s| s.loadbalancer)) {
             recorded.insert(uid, lb.id);
         }

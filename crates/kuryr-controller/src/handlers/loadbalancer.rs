@@ -38,13 +38,19 @@ pub fn service_tag(service_uid: &str) -> String {
     format!("kuryr-svc:{service_uid}")
 }
 
-/// The uid of the Service owning `klb` (its own uid if it has no owner).
-fn owner_uid(klb: &KuryrLoadBalancer) -> String {
-    klb.metadata
-        .owner_references
+/// The owner reference naming the Service a KuryrLoadBalancer belongs to.
+pub(crate) fn service_owner(
+    meta: &kube::api::ObjectMeta,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    meta.owner_references
         .iter()
         .flatten()
         .find(|o| o.kind == "Service")
+}
+
+/// The uid of the Service owning `klb` (its own uid if it has no owner).
+fn owner_uid(klb: &KuryrLoadBalancer) -> String {
+    service_owner(&klb.metadata)
         .map(|o| o.uid.clone())
         .or_else(|| klb.metadata.uid.clone())
         .unwrap_or_default()
@@ -177,7 +183,8 @@ async fn converge(
             timeout_client_data: listener.timeout_client_data,
             timeout_member_data: listener.timeout_member_data,
         });
-        let pools = o.list_pools(&by_lb).await?;
+        // the pools listed above: a wanted listener's pool was not deleted
+        // since, and one made here is the answer of its create
         let pool = match pools
             .iter()
             .find(|p| p.listeners.iter().any(|r| r.id == listener.id))
@@ -207,11 +214,10 @@ async fn converge(
         });
         // members: exactly the ready endpoints, in one call when they differ
         let want_members = plan::members(spec, &w.service_port);
-        let have_members: Vec<(String, u16)> = o
-            .list_members(&pool.id)
-            .await?
-            .into_iter()
-            .map(|m| (m.address, m.protocol_port))
+        let mut members = o.list_members(&pool.id).await?;
+        let have_members: Vec<(String, u16)> = members
+            .iter()
+            .map(|m| (m.address.clone(), m.protocol_port))
             .collect();
         if !plan::same_members(&have_members, &want_members) {
             let body: Vec<MemberCreate> = want_members
@@ -227,8 +233,10 @@ async fn converge(
             o.batch_update_members(&pool.id, &body).await?;
             settle(ctx, &lb.id).await?;
             tracing::info!(klb = %format!("{ns}/{name}"), pool = %pool.id, members = body.len(), "members updated");
+            // the batch call answers nothing: read the members it made
+            members = o.list_members(&pool.id).await?;
         }
-        for m in o.list_members(&pool.id).await? {
+        for m in members {
             status.members.push(MemberStatus {
                 id: m.id.clone(),
                 ip: m.address.clone(),
@@ -526,14 +534,8 @@ async fn reconcile(klb: Arc<KuryrLoadBalancer>, ctx: Arc<Context>) -> Result<Act
 /// effort: a failure to publish is only logged).
 async fn event_on_service(ctx: &Context, klb: &KuryrLoadBalancer, reason: &str, note: String) {
     use k8s_openapi::api::core::v1::ObjectReference;
-    use kube::runtime::events::{Event, EventType};
-    let Some(owner) = klb
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.kind == "Service")
-    else {
+    use kube::runtime::events::EventType;
+    let Some(owner) = service_owner(&klb.metadata) else {
         return;
     };
     let svc = ObjectReference {
@@ -544,16 +546,15 @@ async fn event_on_service(ctx: &Context, klb: &KuryrLoadBalancer, reason: &str, 
         uid: Some(owner.uid.clone()),
         ..Default::default()
     };
-    let ev = Event {
-        type_: EventType::Warning,
-        reason: reason.chars().take(128).collect(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "SetUpLoadBalancer".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &svc).await {
-        tracing::debug!(error = %e, "publishing an event");
-    }
+    crate::publish_event(
+        ctx,
+        &svc,
+        EventType::Warning,
+        "SetUpLoadBalancer",
+        reason,
+        note,
+    )
+    .await;
 }
 
 fn error_policy(klb: Arc<KuryrLoadBalancer>, err: &Error, ctx: Arc<Context>) -> Action {

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kuryr_crds::{KLB_FINALIZER, KuryrLoadBalancer, SERVICE_FINALIZER};
 use serde_json::json;
@@ -23,16 +23,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn warn(ctx: &Context, svc: &Service, reason: &str, note: String) {
-    let ev = Event {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "SetUpLoadBalancer".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &svc.object_ref(&())).await {
-        tracing::debug!(error = %e, "publishing an event");
-    }
+    let about = svc.object_ref(&());
+    crate::publish_event(
+        ctx,
+        &about,
+        EventType::Warning,
+        "SetUpLoadBalancer",
+        reason,
+        note,
+    )
+    .await;
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
