@@ -72,19 +72,35 @@ async fn the_node_is_a_gateway_chassis_with_geneve() -> anyhow::Result<()> {
     let other = sbctl(&env, &["get", "Chassis", node, "other_config"])?;
     assert!(other.contains("enable-chassis-as-gw"), "{other}");
     assert!(other.contains("datapath-type=netdev"), "{other}");
-    // and Neutron sees it as the node's agent
-    let agents = s.get(&s.n(&format!("agents?host={node}"))).await?;
-    let kinds: Vec<&str> = agents["agents"]
-        .as_array()
-        .context("agents")?
-        .iter()
-        .filter(|a| a["alive"] == true)
-        .filter_map(|a| a["agent_type"].as_str())
-        .collect();
-    assert!(
-        kinds.iter().any(|k| k.starts_with("OVN Controller")),
-        "no alive OVN controller agent for {node}: {agents}"
-    );
+    // and Neutron sees it as the node's agent. Neutron asks every chassis to
+    // answer (it bumps NB_Global.nb_cfg) when the agent list is read and calls
+    // an agent alive once its chassis has answered, so a read right after a
+    // ping can see it not alive yet: wait for the answer, for longer than
+    // Neutron's agent_down_time (75 s).
+    wait_until(
+        &format!("an alive OVN controller agent for {node}"),
+        Duration::from_secs(90),
+        Duration::from_secs(1),
+        || async {
+            let agents = s.get(&s.n(&format!("agents?host={node}"))).await?;
+            let alive = agents["agents"]
+                .as_array()
+                .context("agents")?
+                .iter()
+                .filter(|a| a["alive"] == true)
+                .filter_map(|a| a["agent_type"].as_str())
+                .any(|k| k.starts_with("OVN Controller"));
+            if alive {
+                Ok(Some(()))
+            } else {
+                let private = sbctl(&env, &["list", "Chassis_Private", node])?;
+                Err(anyhow::anyhow!(
+                    "agents {agents}; southbound Chassis_Private: {private}"
+                ))
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
 
