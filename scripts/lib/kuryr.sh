@@ -7,6 +7,13 @@
 # and may set KCONTROLLER_ARGS (an array of extra controller flags).
 # Functions fail through `fail MSG`, which the caller defines.
 
+# kuryr_skip CHECK REASON: a check that cannot run here, said on stderr and
+# recorded for scripts/test's count of skips
+kuryr_skip() {
+    echo "  SKIP: $1: $2" >&2
+    if [ -n "${KURYR_TEST_SKIPS:-}" ]; then echo "SKIP: $1: $2" >> "$KURYR_TEST_SKIPS"; fi
+}
+
 # kuryr_build: the release binaries into $KD/bin
 kuryr_build() {
     ./scripts/build-release "$KD/bin" > "$KD/build.log" 2>&1 \
@@ -131,6 +138,32 @@ kuryr_remove_node_port() {
         ovs-vsctl --db="unix:$OVSDB_SOCK" --if-exists del-port "$p" >/dev/null 2>&1 || true
         ip link del "$p" 2>/dev/null || true
     done
+}
+
+# kuryr_coredns_up [LABEL]: cluster DNS: CoreDNS (built by the stack from
+# its Go modules, imported into containerd) as the kube-dns Deployment and
+# Service at $KURYR_STACK_CLUSTER_DNS, until its pods are Ready; LABEL
+# ("key: value") is added to its pods' labels (a controller that selects
+# pods must select them too). Logs the builds to $KD/build-coredns.log.
+kuryr_coredns_up() {
+    local k="kubectl --kubeconfig $KUBECONFIG" img
+    img=$(./stack/stack build-coredns 2>>"$KD/build-coredns.log" | tail -n 1) \
+        || fail "stack build-coredns (log: $KD/build-coredns.log)"
+    ./stack/stack import-coredns-image 2>>"$KD/build-coredns.log" \
+        || fail "stack import-coredns-image (log: $KD/build-coredns.log)"
+    sed -e "s|@IMAGE@|$img|g" -e "s|@DNS_IP@|$KURYR_STACK_CLUSTER_DNS|g" \
+        -e "s|^        k8s-app: kube-dns\$|&${1:+\\n        $1}|" stack/coredns/coredns.yaml > "$KD/coredns.yaml"
+    KCOREDNS=1
+    $k apply -f "$KD/coredns.yaml" >/dev/null
+    $k -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null \
+        || { $k -n kube-system describe pods -l k8s-app=kube-dns | tail -20; fail "CoreDNS did not become Ready"; }
+}
+
+# kuryr_coredns_down: CoreDNS goes (while kuryr-rs still runs, to give its
+# pods' ports back)
+kuryr_coredns_down() {
+    [ -n "${KCOREDNS:-}" ] || return 0
+    kubectl --kubeconfig "$KUBECONFIG" delete -f "$KD/coredns.yaml" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
 }
 
 # kuryr_remove_load_balancers: after kuryr-controller has stopped, what it

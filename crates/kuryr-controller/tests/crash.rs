@@ -6,39 +6,15 @@
 
 mod common;
 
-use common::Harness;
+use common::{Harness, spawn};
 use kube::api::ListParams;
 use kuryr_controller::pool::FREE_PORT_NAME;
 use kuryr_stack_tests::{finally, unique_name, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 const PODS: usize = 100;
-
-/// The controller binary for `h`'s pods, logging to `log`.
-fn spawn(h: &Harness, conf: &std::path::Path, log: &std::path::Path) -> anyhow::Result<Child> {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kuryr-controller"));
-    c.args(["--config-file", &conf.to_string_lossy()])
-        .args(["--kubeconfig", h.env.get("KUBECONFIG")?])
-        .args(["--cluster-id", &h.cluster])
-        .args(["--pod-selector", &format!("kuryr-test={}", h.label)])
-        .args(["--metrics-address", "127.0.0.1:0"])
-        .args(["--leader-lease", &format!("{}/kuryr-controller", h.ns)])
-        .args(["--gc-interval", "0", "--pool-cool-down", "1"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info");
-    for (k, v) in h.env.vars_with_prefix("OS_") {
-        c.env(k, v);
-    }
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    c.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
-    Ok(c.spawn()?)
-}
 
 /// VIF port id of every KuryrPort that has one, by pod UID.
 async fn vifs(h: &Harness) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
@@ -69,7 +45,7 @@ async fn a_controller_killed_mid_burst_leaves_exactly_one_port_per_pod() -> anyh
     let log = dir.join("controller.log");
     let procs: std::sync::Mutex<Vec<Child>> = Default::default();
     let body = async {
-        procs.lock().unwrap().push(spawn(&h, &conf, &log)?);
+        procs.lock().unwrap().push(spawn(&h, &conf, &log, &[])?);
         let names: Vec<String> = (0..PODS).map(|i| format!("burst-{i:03}")).collect();
         let uids = h.create_pods(&names, common::NODE).await?;
         let uids: BTreeSet<String> = uids.into_iter().collect();
@@ -92,7 +68,7 @@ async fn a_controller_killed_mid_burst_leaves_exactly_one_port_per_pod() -> anyh
         println!("SIGKILLed the controller with {done} of {PODS} pods done");
         assert!(done < PODS, "killed in the middle of the burst");
 
-        procs.lock().unwrap().push(spawn(&h, &conf, &log)?);
+        procs.lock().unwrap().push(spawn(&h, &conf, &log, &[])?);
         let all = wait_until(
             "every pod with a VIF after the restart",
             Duration::from_secs(300),
@@ -165,10 +141,7 @@ async fn a_controller_killed_mid_burst_leaves_exactly_one_port_per_pod() -> anyh
         anyhow::Ok(())
     };
     finally(body, async {
-        for p in procs.lock().unwrap().iter_mut() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
+        common::kill_all(&procs);
         eprintln!("controller log: {}", log.display());
         h.cleanup().await
     })

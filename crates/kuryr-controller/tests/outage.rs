@@ -8,38 +8,13 @@
 
 mod common;
 
-use common::{Harness, start};
+use common::{Harness, Stopped, start};
 use kuryr_controller::{Options, plan};
 use kuryr_openstack::Query;
 use kuryr_stack_tests::{finally, wait_until};
 use std::time::Duration;
 
 const PODS: usize = 40;
-
-/// neutron-server's process group stopped until dropped.
-struct Stopped(String);
-
-impl Stopped {
-    fn new(state: &std::path::Path) -> anyhow::Result<Self> {
-        let pid = std::fs::read_to_string(state.join("run/neutron-server.pid"))?
-            .trim()
-            .to_owned();
-        anyhow::ensure!(!pid.is_empty(), "no neutron-server pid");
-        let st = std::process::Command::new("kill")
-            .args(["-STOP", "--", &format!("-{pid}")])
-            .status()?;
-        anyhow::ensure!(st.success(), "kill -STOP neutron-server");
-        Ok(Self(pid))
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", "--", &format!("-{}", self.0)])
-            .status();
-    }
-}
 
 #[tokio::test]
 async fn pods_converge_after_neutron_was_stopped_for_30_seconds() -> anyhow::Result<()> {
@@ -69,7 +44,7 @@ async fn pods_converge_after_neutron_was_stopped_for_30_seconds() -> anyhow::Res
         )
         .await?;
         {
-            let _stopped = Stopped::new(&h.env.state)?;
+            let _stopped = Stopped::new(&h.env.state, "neutron-server")?;
             let done = h.with_vif().await?;
             println!("neutron-server stopped for 30 s with {done} of {PODS} pods done");
             assert!(done < PODS, "stopped in the middle of the burst");

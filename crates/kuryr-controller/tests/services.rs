@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{Harness, start};
+use common::{Harness, lb, start};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -21,8 +21,8 @@ use kuryr_crds::KuryrLoadBalancer;
 use kuryr_openstack::Query;
 use kuryr_stack_tests::echo::{EchoServer, ask};
 use kuryr_stack_tests::openstack::{Session, with_undo};
-use kuryr_stack_tests::plug::{Net, VmPort, wait_port_active};
-use kuryr_stack_tests::{cmd::run, finally, skip, unique_name, wait_until};
+use kuryr_stack_tests::plug::{VmPort, wait_port_active};
+use kuryr_stack_tests::{cmd::run, finally, unique_name, wait_until};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,51 +43,16 @@ fn spread(client: &VmPort, proto: &str, addr: &str, tries: usize) -> BTreeMap<St
     seen
 }
 
-fn slice(name: &str, svc: &str, endpoints: serde_json::Value) -> anyhow::Result<EndpointSlice> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"kubernetes.io/service-name": svc}},
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"},
-                  {"name": "udp", "port": 8080, "protocol": "UDP"}]}))?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Result<()> {
     let h = Harness::new("ksvc", "10.98.60.0/24").await?;
-    if h.env.get("KURYR_STACK_NEUTRON_BACKEND")? != "ovn" {
-        skip(
-            "services carry traffic",
-            "needs Octavia's ovn provider (Neutron backend ovn)",
-        );
+    if !lb::provider_or_skip(&h, "services carry traffic")? {
         return h.cleanup().await;
     }
-    let router = h.env.get("KURYR_STACK_ROUTER")?.to_owned();
-    let service_subnet = h.env.get("KURYR_STACK_SERVICE_SUBNET")?.to_owned();
     let s = Session::login(&h.env).await?;
     let body = async {
         with_undo(&s, async |undo| {
-            // the pods' subnet behind the router that also holds the service subnet
-            h.os
-                .neutron()
-                .add_router_interface(
-                    &router,
-                    &kuryr_openstack::types::neutron::RouterInterface {
-                        subnet_id: Some(h.subnet.id.clone()),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            undo.put(
-                s.n(&format!("routers/{router}/remove_router_interface")),
-                json!({"subnet_id": h.subnet.id}),
-            );
-            let net = Net {
-                id: h.net.id.clone(),
-                subnet_id: h.subnet.id.clone(),
-                prefix: 24,
-                gateway: h.subnet.gateway_ip.clone().unwrap_or_default(),
-            };
+            let net = lb::routed_net(&h, &s, undo).await?;
             let a = VmPort::plug(&s, undo, &h.env, &net, None).await?;
             let b = VmPort::plug(&s, undo, &h.env, &net, None).await?;
             let client = VmPort::plug(&s, undo, &h.env, &net, None).await?;
@@ -97,11 +62,15 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             let _sa = EchoServer::start(&a.ns, "member-a", &[8080], &[8080])?;
             let _sb = EchoServer::start(&b.ns, "member-b", &[8080], &[8080])?;
 
-            let conf = format!(
-                "[neutron_defaults]\nservice_subnet = {service_subnet}\n[kubernetes]\nendpoints_driver_octavia_provider = ovn\n"
-            );
+            let conf = lb::conf(&h)?;
             let ctx = h
-                .context(&conf, Options { lb_recheck: Duration::from_secs(3), ..Default::default() })
+                .context(
+                    &conf,
+                    Options {
+                        lb_recheck: Duration::from_secs(3),
+                        ..Default::default()
+                    },
+                )
                 .await?;
             let running = start(ctx);
 
@@ -109,51 +78,64 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);
             let slices: Api<EndpointSlice> = Api::namespaced(h.kube.clone(), &h.ns);
             let klbs: Api<KuryrLoadBalancer> = Api::namespaced(h.kube.clone(), &h.ns);
-            let svc = svcs
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({"metadata": {"name": name},
-                        "spec": {"ports": [
-                            {"name": "tcp", "port": 80, "protocol": "TCP", "targetPort": 8080},
-                            {"name": "udp", "port": 80, "protocol": "UDP", "targetPort": 8080}]}}))?,
-                )
-                .await?;
+            let svc = lb::service(&h, &name).await?;
             let vip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
             // one ready endpoint per member, one not ready (never a member),
             // one without conditions (ready, for Kubernetes)
             slices
                 .create(
                     &PostParams::default(),
-                    &slice(&format!("{name}-1"), &name, json!([
+                    &lb::slice(
+                        &format!("{name}-1"),
+                        &name,
+                        json!([
                         {"addresses": [a.ip], "conditions": {"ready": true}},
                         {"addresses": ["10.98.60.250"], "conditions": {"ready": false}},
-                        {"addresses": [b.ip]}]))?,
+                        {"addresses": [b.ip]}]),
+                    )?,
                 )
                 .await?;
             let members = |n: usize| {
                 let klbs = klbs.clone();
                 let name = name.clone();
                 async move {
-                    wait_until(&format!("{n} members recorded"), Duration::from_secs(120), Duration::from_millis(300), || async {
-                        let k = klbs.get(&name).await?;
-                        Ok(k.status.filter(|st| st.members.len() == n && st.listeners.len() == 2))
-                    })
+                    wait_until(
+                        &format!("{n} members recorded"),
+                        Duration::from_secs(120),
+                        Duration::from_millis(300),
+                        || async {
+                            let k = klbs.get(&name).await?;
+                            Ok(k.status
+                                .filter(|st| st.members.len() == n && st.listeners.len() == 2))
+                        },
+                    )
                     .await
                 }
             };
             let st = members(4).await?;
-            assert!(st.members.iter().all(|m| m.ip != "10.98.60.250"), "a not-ready endpoint became a member");
+            assert!(
+                st.members.iter().all(|m| m.ip != "10.98.60.250"),
+                "a not-ready endpoint became a member"
+            );
             let lb = st.loadbalancer.clone().expect("load balancer");
             assert_eq!(lb.ip, vip);
             assert_eq!(lb.name, format!("{}/{name}", h.ns));
             let mut names: Vec<&str> = st.listeners.iter().map(|l| l.name.as_str()).collect();
             names.sort();
-            assert_eq!(names, [format!("{}/{name}:TCP:80", h.ns), format!("{}/{name}:UDP:80", h.ns)]);
+            assert_eq!(
+                names,
+                [
+                    format!("{}/{name}:TCP:80", h.ns),
+                    format!("{}/{name}:UDP:80", h.ns)
+                ]
+            );
             ovn_applied(&h)?;
             for proto in ["tcp", "udp"] {
                 let seen = spread(&client, proto, &format!("{vip}:80"), 40);
                 anyhow::ensure!(
-                    seen.len() == 2 && seen.contains_key("member-a") && seen.contains_key("member-b"),
+                    seen.len() == 2
+                        && seen.contains_key("member-a")
+                        && seen.contains_key("member-b"),
                     "{proto} through ClusterIP {vip}: {seen:?}"
                 );
             }
@@ -162,7 +144,8 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             slices
                 .replace(&format!("{name}-1"), &PostParams::default(), &{
                     let mut s = slices.get(&format!("{name}-1")).await?;
-                    s.endpoints[2].conditions = Some(serde_json::from_value(json!({"ready": false}))?);
+                    s.endpoints[2].conditions =
+                        Some(serde_json::from_value(json!({"ready": false}))?);
                     s
                 })
                 .await?;
@@ -170,7 +153,10 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             ovn_applied(&h)?;
             for proto in ["tcp", "udp"] {
                 let seen = spread(&client, proto, &format!("{vip}:80"), 20);
-                anyhow::ensure!(seen.len() == 1 && seen.contains_key("member-a"), "{proto} after b left: {seen:?}");
+                anyhow::ensure!(
+                    seen.len() == 1 && seen.contains_key("member-a"),
+                    "{proto} after b left: {seen:?}"
+                );
             }
 
             // timeouts from the annotations show in the listeners
@@ -182,31 +168,54 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
                     "openstack.org/kuryr-timeout-member-data": "80000"}}})),
             )
             .await?;
-            wait_until("listener timeouts", Duration::from_secs(60), Duration::from_millis(300), || async {
-                let st = klbs.get(&name).await?.status.unwrap_or_default();
-                Ok(st
-                    .listeners
-                    .iter()
-                    .all(|l| l.timeout_client_data == Some(70_000) && l.timeout_member_data == Some(80_000))
-                    .then_some(()))
-            })
+            wait_until(
+                "listener timeouts",
+                Duration::from_secs(60),
+                Duration::from_millis(300),
+                || async {
+                    let st = klbs.get(&name).await?.status.unwrap_or_default();
+                    Ok(st
+                        .listeners
+                        .iter()
+                        .all(|l| {
+                            l.timeout_client_data == Some(70_000)
+                                && l.timeout_member_data == Some(80_000)
+                        })
+                        .then_some(()))
+                },
+            )
             .await?;
 
             // deleted behind our back: a listener, then the whole load balancer
             let o = h.os.octavia();
             let gone_listener = st.listeners[0].id.clone();
             o.delete_listener(&gone_listener).await?;
-            wait_until("the listener made again", Duration::from_secs(60), Duration::from_millis(300), || async {
-                let st = klbs.get(&name).await?.status.unwrap_or_default();
-                Ok((st.listeners.len() == 2 && st.listeners.iter().all(|l| l.id != gone_listener)).then_some(()))
-            })
+            wait_until(
+                "the listener made again",
+                Duration::from_secs(60),
+                Duration::from_millis(300),
+                || async {
+                    let st = klbs.get(&name).await?.status.unwrap_or_default();
+                    Ok((st.listeners.len() == 2
+                        && st.listeners.iter().all(|l| l.id != gone_listener))
+                    .then_some(()))
+                },
+            )
             .await?;
             o.delete_load_balancer(&lb.id, true).await?;
-            o.wait_load_balancer_deleted(&lb.id, Duration::from_secs(60)).await?;
-            let again = wait_until("the load balancer made again", Duration::from_secs(90), Duration::from_millis(300), || async {
-                let st = klbs.get(&name).await?.status.unwrap_or_default();
-                Ok(st.loadbalancer.filter(|l| l.id != lb.id && st.members.len() == 2))
-            })
+            o.wait_load_balancer_deleted(&lb.id, Duration::from_secs(60))
+                .await?;
+            let again = wait_until(
+                "the load balancer made again",
+                Duration::from_secs(90),
+                Duration::from_millis(300),
+                || async {
+                    let st = klbs.get(&name).await?.status.unwrap_or_default();
+                    Ok(st
+                        .loadbalancer
+                        .filter(|l| l.id != lb.id && st.members.len() == 2))
+                },
+            )
             .await?;
             assert_eq!(again.ip, vip, "the same VIP");
             ovn_applied(&h)?;
@@ -215,15 +224,105 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             // the Service goes: the KuryrLoadBalancer, the load balancer, the finalizer
             let uid = svcs.get(&name).await?.metadata.uid.unwrap_or_default();
             svcs.delete(&name, &DeleteParams::default()).await?;
+            wait_until(
+                "service gone",
+                Duration::from_secs(120),
+                Duration::from_millis(300),
+                || async { Ok(svcs.get_opt(&name).await?.is_none().then_some(())) },
+            )
+            .await?;
+            assert!(klbs.get_opt(&name).await?.is_none());
+            let left = o
+                .list_load_balancers(&Query::new().tags([service_tag(&uid)]))
+                .await?;
+            assert!(
+                left.iter().all(|l| l.provisioning_status == "DELETED"),
+                "load balancers left: {left:?}"
+            );
+            running.stop().await;
+            drop((a, b, client));
+            Ok(())
+        })
+        .await
+    };
+    finally(body, h.cleanup()).await
+}
+
+/// A Service of type LoadBalancer gets a floating IP on the public network,
+/// written to its `status.loadBalancer.ingress`, and the host reaches the
+/// Service's endpoint through it; deleting the Service releases the
+/// floating IP it allocated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_balancer_service_answers_the_host_on_its_floating_ip() -> anyhow::Result<()> {
+    let h = Harness::new("klbfip", "10.98.63.0/24").await?;
+    if !lb::provider_or_skip(&h, "LoadBalancer services reached on a floating IP")? {
+        return h.cleanup().await;
+    }
+    let public = h.env.get("KURYR_STACK_PUBLIC_NET")?.to_owned();
+    let s = Session::login(&h.env).await?;
+    let body = async {
+        with_undo(&s, async |undo| {
+            let net = lb::routed_net(&h, &s, undo).await?;
+            let a = VmPort::plug(&s, undo, &h.env, &net, None).await?;
+            wait_port_active(&s, &a.id).await?;
+            let _sa = EchoServer::start(&a.ns, "member-fip", &[8080], &[])?;
+            let conf = format!(
+                "{}[neutron_defaults]\nexternal_svc_net = {public}\n",
+                lb::conf(&h)?
+            );
+            let ctx = h.context(&conf, Options::default()).await?;
+            let running = start(ctx);
+
+            let name = unique_name("pub-", 30);
+            let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);
+            let slices: Api<EndpointSlice> = Api::namespaced(h.kube.clone(), &h.ns);
+            svcs.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name},
+                    "spec": {"type": "LoadBalancer", "ports": [
+                        {"name": "tcp", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}))?,
+            )
+            .await?;
+            slices
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({
+                        "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
+                        "addressType": "IPv4",
+                        "endpoints": [{"addresses": [a.ip], "conditions": {"ready": true}}],
+                        "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"}]}))?,
+                )
+                .await?;
+            let fip = wait_until("the Service's ingress IP", Duration::from_secs(120), Duration::from_millis(300), || async {
+                let svc = svcs.get(&name).await?;
+                Ok(svc
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|l| l.ingress)
+                    .and_then(|i| i.into_iter().next())
+                    .and_then(|i| i.ip))
+            })
+            .await?;
+            let fips = h.os.neutron().list_floating_ips(&Query::new().filter("floating_ip_address", &fip)).await?;
+            assert_eq!(fips.len(), 1, "one floating IP {fip}: {fips:?}");
+            assert_eq!(fips[0].floating_network_id, public, "on the public network");
+            let fip_id = fips[0].id.clone();
+            ovn_applied(&h)?;
+            let answer = wait_until("an answer from the host through the floating IP", Duration::from_secs(30), Duration::from_millis(500), || async {
+                Ok(kuryr_stack_tests::echo::ask_from_host("tcp", &format!("{fip}:80")).ok())
+            })
+            .await?;
+            assert_eq!(answer, "member-fip");
+
+            svcs.delete(&name, &DeleteParams::default()).await?;
             wait_until("service gone", Duration::from_secs(120), Duration::from_millis(300), || async {
                 Ok(svcs.get_opt(&name).await?.is_none().then_some(()))
             })
             .await?;
-            assert!(klbs.get_opt(&name).await?.is_none());
-            let left = o.list_load_balancers(&Query::new().tags([service_tag(&uid)])).await?;
-            assert!(left.iter().all(|l| l.provisioning_status == "DELETED"), "load balancers left: {left:?}");
+            let left = h.os.neutron().list_floating_ips(&Query::new().filter("id", &fip_id)).await?;
+            assert!(left.is_empty(), "the floating IP allocated for the Service was released: {left:?}");
             running.stop().await;
-            drop((a, b, client));
+            drop(a);
             Ok(())
         })
         .await

@@ -13,6 +13,7 @@
 //! Environment: KURYR_BENCH_PORTS (100), KURYR_BENCH_LBS (10).
 
 use anyhow::Context;
+use kuryr_stack_tests::bench::{env_num, summary};
 use kuryr_stack_tests::cmd::run;
 use kuryr_stack_tests::echo::{EchoServer, ask};
 use kuryr_stack_tests::env::StackEnv;
@@ -22,26 +23,6 @@ use kuryr_stack_tests::plug::{Net, VmPort, id, port_status, wait_port_active};
 use kuryr_stack_tests::{unique_name, wait_until};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn env_num(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-/// p50, p99 and max in milliseconds.
-fn summary(v: &mut [Duration]) -> String {
-    v.sort();
-    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
-    format!(
-        "p50 {:8.1} ms  p99 {:8.1} ms  max {:8.1} ms  (n={})",
-        at(0.5),
-        at(0.99),
-        at(1.0),
-        v.len()
-    )
-}
 
 /// A veth pair in the root namespace, both ends up; deleted on drop.
 struct VethPair(String);

@@ -86,6 +86,13 @@ impl Drop for EchoServer {
 /// Asks `addr` (`ip:port`) over `proto` (`tcp`/`udp`) from inside `ns`;
 /// the answer, or an error saying what failed (refused, timed out...).
 pub fn ask(ns: &Netns, proto: &str, addr: &str) -> anyhow::Result<String> {
+    ask_within(ns, proto, addr, 2000)
+}
+
+/// The same, giving up after `timeout_ms` (a benchmark polling for the
+/// first answer must not wait out a long timeout per try: that would be
+/// its resolution).
+pub fn ask_within(ns: &Netns, proto: &str, addr: &str, timeout_ms: u32) -> anyhow::Result<String> {
     let bin = echo_bin()?;
     Ok(run(&[
         "ip",
@@ -96,7 +103,7 @@ pub fn ask(ns: &Netns, proto: &str, addr: &str) -> anyhow::Result<String> {
         "ask",
         proto,
         addr,
-        "2000",
+        &timeout_ms.to_string(),
     ])?
     .trim()
     .to_owned())

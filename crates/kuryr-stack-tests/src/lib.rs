@@ -10,6 +10,7 @@
 //! `stack` feature (the teardown check with `teardown`), so that a plain
 //! `cargo test` never needs the stack.
 
+pub mod bench;
 pub mod cmd;
 pub mod cni;
 pub mod echo;

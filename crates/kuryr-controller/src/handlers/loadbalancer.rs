@@ -10,9 +10,10 @@
 //! deleted in Octavia behind our back comes back. Deleting the object
 //! deletes the load balancer (cascade) before the finalizer goes.
 
+use crate::handlers::{set_finalizers, without};
 use crate::services::plan::{self, WantListener};
 use crate::services::{LbSettings, subnet_of};
-use crate::{Context, Error, set_finalizers, without};
+use crate::{Context, Error};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -546,7 +547,7 @@ async fn event_on_service(ctx: &Context, klb: &KuryrLoadBalancer, reason: &str, 
         uid: Some(owner.uid.clone()),
         ..Default::default()
     };
-    crate::publish_event(
+    crate::handlers::publish_event(
         ctx,
         &svc,
         EventType::Warning,

@@ -1,11 +1,12 @@
 //! The handlers, one module per watched kind, as kuryr-kubernetes laid
 //! them out, and which of them run (`[kubernetes] enabled_handlers`, with
-//! kuryr-kubernetes' names). The pod handler (`vif`, `kuryrport`) is the
-//! crate's root module; a node's port goes with it.
+//! kuryr-kubernetes' names), and what they share: events and finalizers.
+//! A node's port goes with the pod handler.
 
 pub mod endpoint_slice;
 pub mod loadbalancer;
 pub mod node;
+pub mod pod;
 pub mod service;
 
 /// Which handlers run.
@@ -56,6 +57,74 @@ pub(crate) fn qualified(meta: &kube::api::ObjectMeta) -> String {
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or("")
     )
+}
+
+use crate::{Context, Error};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use serde_json::json;
+
+/// Publishes an event about the object `about` (best effort: a failure is
+/// only logged); reason and note are cut to what the API accepts.
+pub(crate) async fn publish_event(
+    ctx: &Context,
+    about: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    action: &str,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.chars().take(128).collect(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, about).await {
+        tracing::debug!(error = %e, "publishing an event");
+    }
+}
+
+/// A merge patch setting the finalizers, guarded by the resourceVersion the
+/// change was computed from (a concurrent change makes it fail and retry).
+fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizers: Vec<String>) -> serde_json::Value {
+    json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}})
+}
+
+/// The object's finalizers without `finalizer`.
+pub(crate) fn without(meta: &kube::api::ObjectMeta, finalizer: &str) -> Vec<String> {
+    meta.finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect()
+}
+
+/// Sets an object's finalizers (see [`finalizer_patch`]); `Ok(None)` when
+/// the object is already gone.
+pub(crate) async fn set_finalizers<K>(
+    api: &Api<K>,
+    meta: &kube::api::ObjectMeta,
+    finalizers: Vec<String>,
+) -> Result<Option<K>, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = meta.name.clone().unwrap_or_default();
+    match api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(finalizer_patch(meta, finalizers)),
+        )
+        .await
+    {
+        Ok(o) => Ok(Some(o)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

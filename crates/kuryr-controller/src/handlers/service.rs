@@ -8,8 +8,9 @@
 //! once the load-balancer handler has deleted the load balancer and the
 //! KuryrLoadBalancer is gone.
 
+use crate::handlers::{set_finalizers, without};
 use crate::services::spec::{self, Skip};
-use crate::{Context, Error, set_finalizers, without};
+use crate::{Context, Error};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 async fn warn(ctx: &Context, svc: &Service, reason: &str, note: String) {
     let about = svc.object_ref(&());
-    crate::publish_event(
+    crate::handlers::publish_event(
         ctx,
         &about,
         EventType::Warning,

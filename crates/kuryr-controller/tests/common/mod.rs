@@ -4,6 +4,8 @@
 //! cleanup that leaves nothing in Kubernetes or Neutron.
 #![allow(dead_code)]
 
+pub mod lb;
+
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
@@ -442,4 +444,71 @@ impl Running {
 /// Neutron requests of `os` so far, total and by method and resource.
 pub fn calls(os: &kuryr_openstack::Client) -> u64 {
     os.call_counts().iter().map(|(_, n)| n).sum()
+}
+
+/// The real kuryr-controller binary for `h`'s pods with kuryr.conf `conf`,
+/// logging to `log` (appended), with `extra` arguments.
+pub fn spawn(
+    h: &Harness,
+    conf: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<std::process::Child> {
+    use std::process::{Command, Stdio};
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kuryr-controller"));
+    c.args(["--config-file", &conf.to_string_lossy()])
+        .args(["--kubeconfig", h.env.get("KUBECONFIG")?])
+        .args(["--cluster-id", &h.cluster])
+        .args(["--pod-selector", &format!("kuryr-test={}", h.label)])
+        .args(["--metrics-address", "127.0.0.1:0"])
+        .args(["--leader-lease", &format!("{}/kuryr-controller", h.ns)])
+        .args(["--gc-interval", "0", "--pool-cool-down", "1"])
+        .args(extra)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    for (k, v) in h.env.vars_with_prefix("OS_") {
+        c.env(k, v);
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    c.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out);
+    Ok(c.spawn()?)
+}
+
+/// Kills (SIGKILL) and reaps every process in `procs`.
+pub fn kill_all(procs: &std::sync::Mutex<Vec<std::process::Child>>) {
+    for p in procs.lock().unwrap_or_else(|e| e.into_inner()).iter_mut() {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
+/// A stack service's process group (as `stack` started it, pid file
+/// `run/<name>.pid`) stopped with SIGSTOP until dropped: its requests hang
+/// as in an outage, and nothing it was doing is lost.
+pub struct Stopped(String);
+
+impl Stopped {
+    pub fn new(state: &std::path::Path, name: &str) -> anyhow::Result<Self> {
+        let pid = std::fs::read_to_string(state.join(format!("run/{name}.pid")))?
+            .trim()
+            .to_owned();
+        anyhow::ensure!(!pid.is_empty(), "no {name} pid");
+        let st = std::process::Command::new("kill")
+            .args(["-STOP", "--", &format!("-{pid}")])
+            .status()?;
+        anyhow::ensure!(st.success(), "kill -STOP {name}");
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", "--", &format!("-{}", self.0)])
+            .status();
+    }
 }

@@ -1,0 +1,343 @@
+//! What every handler shares: the flags beyond kuryr.conf ([`Options`]) and
+//! the [`Context`] made from kuryr.conf at start (clients, pod network,
+//! drivers, pools, metrics, Service settings).
+
+use crate::drivers::{DriverKind, Drivers};
+use crate::plan::PortSettings;
+use crate::{active, gc, handlers, metrics, plan, pool, ports, services};
+use kube::runtime::events::{Recorder, Reporter};
+use kuryr_openstack::Query;
+use kuryr_openstack::types::neutron::{Network, Subnet};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Tuning beyond kuryr.conf (flags of the binary).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Only pods matching this label selector (all when `None`).
+    pub pod_selector: Option<String>,
+    /// Only nodes matching this label selector get a node port (all when
+    /// `None`).
+    pub node_selector: Option<String>,
+    /// Report leaked ports instead of deleting them.
+    pub gc_dry_run: bool,
+    /// Time between reconciliation passes with Neutron (0: only at start).
+    pub gc_interval: Duration,
+    /// Time between looks at ports waiting to go ACTIVE.
+    pub active_poll: Duration,
+    /// A port still DOWN this long gets a warning event on its pod.
+    pub active_warning: Duration,
+    /// How long a given-back pool port waits before another pod gets it
+    /// (default: `[vif_pool] ports_pool_update_frequency`).
+    pub pool_cool_down: Option<Duration>,
+    /// Name of this replica in events.
+    pub instance: Option<String>,
+    /// How often a KuryrLoadBalancer is compared with Octavia although it
+    /// did not change (what was deleted behind our back comes back).
+    pub lb_recheck: Duration,
+    /// Fill the pools of the nodes matching this label selector to
+    /// `ports_pool_min` before any pod comes (`""`: every node). Without
+    /// it, as in kuryr-kubernetes, a pool is made when the first pod of
+    /// its node needs a port, and kept at its minimum from then on.
+    pub prefill_nodes: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            pod_selector: None,
+            node_selector: None,
+            gc_dry_run: false,
+            gc_interval: Duration::from_secs(300),
+            active_poll: Duration::from_millis(500),
+            active_warning: Duration::from_secs(60),
+            pool_cool_down: None,
+            lb_recheck: Duration::from_secs(120),
+            instance: None,
+            prefill_nodes: None,
+        }
+    }
+}
+
+/// Everything the handler needs, shared by all reconciles.
+pub struct Context {
+    /// Kubernetes.
+    pub kube: kube::Client,
+    /// OpenStack.
+    pub os: kuryr_openstack::Client,
+    /// Where ports are made.
+    pub settings: PortSettings,
+    /// The pod network.
+    pub network: Network,
+    /// Its subnets.
+    pub subnets: Vec<Subnet>,
+    /// This cluster's id (tag `kuryr-cluster:<id>` on every port).
+    pub cluster_id: String,
+    /// `[neutron_defaults] ovs_bridge`.
+    pub ovs_bridge: String,
+    /// The pod_vif driver.
+    pub drivers: Arc<Drivers>,
+    /// The port pools (`vif_pool_driver` other than `noop`).
+    pub pool: Option<Arc<ports::PortPool>>,
+    /// How reconciliation recognises pool ports.
+    pub pool_rules: gc::PoolRules,
+    /// `[vif_pool] ports_pool_update_frequency`.
+    pub pool_interval: Duration,
+    /// Ports waited for until ACTIVE.
+    pub active: Arc<active::ActiveWatch>,
+    /// Events on pods.
+    pub recorder: Recorder,
+    /// Flags.
+    pub options: Options,
+    /// Failures in a row per pod UID (for the back-off).
+    pub(crate) failures: Mutex<HashMap<String, u32>>,
+    /// Counters served on `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The nodes' groups (`None`: no node ports and no worker subnets).
+    pub node_groups: Option<handlers::node::NodeGroups>,
+    /// Which handlers run.
+    pub handlers: handlers::Enabled,
+    /// What Services' load balancers need (`None`: no Service handler runs,
+    /// or no `[neutron_defaults] service_subnet`).
+    pub lb: Option<services::LbSettings>,
+    /// Warnings about the configuration, logged at start.
+    pub warnings: Vec<String>,
+}
+
+impl Context {
+    /// Looks up the pod network and subnet, the project and its security
+    /// groups, and sets up the driver and pools kuryr.conf asks for.
+    pub async fn new(
+        kube: kube::Client,
+        os: kuryr_openstack::Client,
+        cfg: &kuryr_config::KuryrConfig,
+        cluster_id: String,
+        options: Options,
+    ) -> anyhow::Result<Self> {
+        let nd = &cfg.neutron_defaults;
+        let k = &cfg.kubernetes;
+        let kind = DriverKind::parse(&k.pod_vif_driver).ok_or_else(|| {
+            anyhow::anyhow!(
+                "kuryr.conf [kubernetes] pod_vif_driver {} is not supported",
+                k.pod_vif_driver
+            )
+        })?;
+        if !kind.pool_drivers().contains(&k.vif_pool_driver.as_str()) {
+            anyhow::bail!(
+                "kuryr.conf [kubernetes] vif_pool_driver = {} does not work with pod_vif_driver = {}: use one of {:?}",
+                k.vif_pool_driver,
+                k.pod_vif_driver,
+                kind.pool_drivers()
+            );
+        }
+        let subnet_id = nd.pod_subnet.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "kuryr.conf [neutron_defaults] pod_subnet is not set: pods need a subnet"
+            )
+        })?;
+        let n = os.neutron();
+        let subnet = n
+            .get_subnet(&subnet_id)
+            .await
+            .map_err(|e| anyhow::anyhow!("pod subnet {subnet_id}: {e}"))?;
+        let network = n.get_network(&subnet.network_id).await?;
+        let subnets = n
+            .list_subnets(&Query::new().filter("network_id", &network.id))
+            .await?;
+        let project_id = match &nd.project {
+            Some(p) => p.clone(),
+            None => os.project_id().await?,
+        };
+        // the groups every pod port gets: pools are keyed by them, so
+        // Neutron's implicit default is resolved to its id
+        let mut security_groups = nd.pod_security_groups.clone();
+        if security_groups.is_empty() {
+            let q = Query::new()
+                .filter("name", "default")
+                .filter("project_id", &project_id);
+            let sg = n.list_security_groups(&q).await?.into_iter().next().ok_or_else(|| {
+                anyhow::anyhow!("project {project_id} has no default security group: set [neutron_defaults] pod_security_groups")
+            })?;
+            security_groups.push(sg.id);
+        }
+        let mut tags = nd.resource_tags.clone();
+        tags.push(plan::cluster_tag(&cluster_id));
+        // what comes from the nodes reaches every pod, whatever its groups
+        let workers = &cfg.pod_vif_nested.worker_nodes_subnets;
+        let node_groups = if cfg.node_port.enabled || !workers.is_empty() {
+            let g = handlers::node::ensure_groups(
+                &os,
+                &project_id,
+                &tags,
+                &cluster_id,
+                cfg.node_port.enabled,
+                workers,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("the nodes' security groups: {e}"))?;
+            security_groups.push(g.access.clone());
+            Some(g)
+        } else {
+            None
+        };
+        security_groups.sort();
+        security_groups.dedup();
+        let (enabled, mut warnings) = handlers::Enabled::from_names(&k.enabled_handlers);
+        let lb = match (&nd.service_subnet, enabled.any_service()) {
+            (Some(service_subnet), true) => {
+                let od = &cfg.octavia_defaults;
+                let provider = match k.endpoints_driver_octavia_provider.as_str() {
+                    "default" | "" => None,
+                    p => Some(p.to_owned()),
+                };
+                let service_cidr = n
+                    .get_subnet(service_subnet)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("service subnet {service_subnet}: {e}"))?
+                    .cidr;
+                let lb_algorithm = services::algorithm_for(provider.as_deref(), &od.lb_algorithm);
+                if lb_algorithm != od.lb_algorithm {
+                    warnings.push(format!("[octavia_defaults] lb_algorithm {} is not available with the {} provider: {lb_algorithm} is used", od.lb_algorithm, provider.as_deref().unwrap_or("default")));
+                }
+                if od.member_mode == "L2" {
+                    warnings.push("[octavia_defaults] member_mode L2 is read and not acted on: members are given the subnet of their address either way".into());
+                }
+                // members get the subnet of their address (the ovn provider
+                // needs it): every subnet visible now
+                let member_subnets = n.list_subnets(&Query::new()).await?;
+                Some(services::LbSettings {
+                    service: services::ServiceSettings {
+                        project_id: project_id.clone(),
+                        subnet_id: service_subnet.clone(),
+                        provider,
+                        security_groups: if od.enforce_sg_rules {
+                            security_groups.clone()
+                        } else {
+                            vec![]
+                        },
+                        timeout_client_data: u64::from(od.timeout_client_data),
+                        timeout_member_data: u64::from(od.timeout_member_data),
+                    },
+                    lb_algorithm,
+                    external_net: nd.external_svc_net.clone(),
+                    service_cidr,
+                    member_subnets,
+                })
+            }
+            (None, true) => {
+                warnings.push(
+                    "[neutron_defaults] service_subnet is not set: Services get no load balancers"
+                        .into(),
+                );
+                None
+            }
+            (_, false) => None,
+        };
+        let settings = PortSettings {
+            network_id: network.id.clone(),
+            subnet_id: subnet_id.clone(),
+            security_groups: security_groups.clone(),
+            project_id: Some(project_id.clone()),
+        };
+        let drivers = Arc::new(Drivers::new(
+            kind,
+            os.clone(),
+            kube.clone(),
+            settings.clone(),
+            tags,
+            &cluster_id,
+            cfg.pod_vif_nested.worker_nodes_subnets.clone(),
+        ));
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let vp = &cfg.vif_pool;
+        let pool_interval = Duration::from_secs(u64::from(vp.ports_pool_update_frequency.max(1)));
+        let pooled = k.vif_pool_driver != "noop";
+        let pool = pooled.then(|| {
+            ports::PortPool::new(
+                drivers.clone(),
+                pool::Limits {
+                    min: vp.ports_pool_min as usize,
+                    max: vp.ports_pool_max as usize,
+                    batch: vp.ports_pool_batch as usize,
+                },
+                options.pool_cool_down.unwrap_or(pool_interval),
+                k.port_debug,
+                metrics.clone(),
+            )
+        });
+        if let Some(p) = &pool {
+            let p = p.clone();
+            metrics.add_collector(Box::new(move |out: &mut String| render_pools(&p, out)));
+        }
+        let calls = os.clone();
+        metrics.add_collector(Box::new(move |out: &mut String| render_calls(&calls, out)));
+        let recorder = Recorder::new(
+            kube.clone(),
+            Reporter {
+                controller: "kuryr-controller".into(),
+                instance: options.instance.clone(),
+            },
+        );
+        Ok(Self {
+            pool_rules: gc::PoolRules {
+                enabled: pooled,
+                nested: kind == DriverKind::NestedVlan,
+                project_id,
+                subnet_id,
+                security_groups,
+            },
+            settings,
+            network,
+            subnets,
+            ovs_bridge: nd.ovs_bridge.clone(),
+            kube,
+            os,
+            cluster_id,
+            drivers,
+            pool,
+            pool_interval,
+            active: Arc::default(),
+            recorder,
+            options,
+            failures: Mutex::default(),
+            metrics,
+            node_groups,
+            handlers: enabled,
+            lb,
+            warnings,
+        })
+    }
+}
+
+fn render_pools(p: &ports::PortPool, out: &mut String) {
+    let name = "kuryr_pool_ports";
+    out.push_str(&format!(
+        "# HELP {name} Ports of each pool, by state (free, cooling, used).\n# TYPE {name} gauge\n"
+    ));
+    for (k, free, cooling, used) in p.sizes() {
+        for (state, v) in [("free", free), ("cooling", cooling), ("used", used)] {
+            out.push_str(&format!(
+                "{name}{{pool=\"{}\",subnet=\"{}\",state=\"{state}\"}} {v}\n",
+                metrics::escape(&k.host),
+                metrics::escape(&k.subnet_id)
+            ));
+        }
+    }
+}
+
+fn render_calls(os: &kuryr_openstack::Client, out: &mut String) {
+    let name = "kuryr_openstack_requests_total";
+    out.push_str(&format!(
+        "# HELP {name} HTTP requests to OpenStack (retries included), by service, method, resource and result.\n# TYPE {name} counter\n"
+    ));
+    for (k, v) in os.call_counts() {
+        out.push_str(&format!(
+            "{name}{{service=\"{}\",method=\"{}\",resource=\"{}\",result=\"{}\"}} {v}\n",
+            k.service,
+            k.method,
+            metrics::escape(&k.resource),
+            k.result
+        ));
+    }
+}
