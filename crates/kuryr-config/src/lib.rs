@@ -162,8 +162,8 @@ pub fn init_logging(json: bool) {
     }
 }
 
-/// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The whole configuration (its `Debug` hides the `[neutron]` secrets).
+#[derive(Clone, PartialEq, Eq)]
 pub struct KuryrConfig {
     /// `[kubernetes]`.
     pub kubernetes: Kubernetes,
@@ -185,6 +185,36 @@ pub struct KuryrConfig {
     /// project_name, ... application_credential_id ...), passed to the
     /// OpenStack client as they are.
     pub neutron: BTreeMap<String, String>,
+}
+
+/// Whether a `[neutron]` option holds a secret (never logged or printed).
+pub fn is_secret(option: &str) -> bool {
+    let o = option.to_ascii_lowercase();
+    o.contains("password") || o.contains("secret") || o.contains("token")
+}
+
+impl std::fmt::Debug for KuryrConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let neutron: BTreeMap<&str, &str> = self
+            .neutron
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret(k) { "<hidden>" } else { v.as_str() };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KuryrConfig")
+            .field("kubernetes", &self.kubernetes)
+            .field("neutron_defaults", &self.neutron_defaults)
+            .field("pod_vif_nested", &self.pod_vif_nested)
+            .field("vif_pool", &self.vif_pool)
+            .field("cni_daemon", &self.cni_daemon)
+            .field("binding", &self.binding)
+            .field("node_port", &self.node_port)
+            .field("octavia_defaults", &self.octavia_defaults)
+            .field("neutron", &neutron)
+            .finish()
+    }
 }
 
 const DRIVERS_VIF: &[&str] = &["neutron-vif", "nested-vlan", "nested-macvlan"];
@@ -618,6 +648,9 @@ password = s3cret
         assert_eq!(c.vif_pool.ports_pool_max, 0);
         assert_eq!(c.vif_pool.ports_pool_update_frequency, 20);
         assert_eq!(c.neutron["password"], "s3cret");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("\"password\": \"<hidden>\""), "{shown}");
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(
             warnings

@@ -313,23 +313,13 @@ impl Ovsdb {
     /// Runs one transaction; an operation's error fails the whole call.
     pub async fn transact(&self, ops: Vec<Value>) -> Result<Vec<Value>, OvsdbError> {
         let conn = self.conn().await?;
+        let n_ops = ops.len();
         let mut params = vec![json!(DB)];
         params.extend(ops);
         let result = self
             .call_on(&conn, "transact", Value::Array(params))
             .await?;
-        let results = result.as_array().cloned().unwrap_or_default();
-        if let Some(bad) = results
-            .iter()
-            .find(|r| r.get("error").is_some_and(|e| !e.is_null()))
-        {
-            return Err(OvsdbError::Refused(format!(
-                "transaction failed: {} {}",
-                bad["error"].as_str().unwrap_or_default(),
-                bad["details"].as_str().unwrap_or_default()
-            )));
-        }
-        Ok(results)
+        transaction_results(&result, n_ops)
     }
 
     /// Reachable and answering (a no-op transaction).
@@ -527,6 +517,32 @@ impl Ovsdb {
     }
 }
 
+/// The results of a transaction of `ops` operations: one per operation (a
+/// server answering fewer, or something else than a list, is refused, so
+/// callers may index them), or the first error it reports.
+fn transaction_results(result: &Value, ops: usize) -> Result<Vec<Value>, OvsdbError> {
+    let results = result.as_array().cloned().ok_or_else(|| {
+        OvsdbError::Refused(format!("transaction answered {result} instead of a list"))
+    })?;
+    if let Some(bad) = results
+        .iter()
+        .find(|r| r.get("error").is_some_and(|e| !e.is_null()))
+    {
+        return Err(OvsdbError::Refused(format!(
+            "transaction failed: {} {}",
+            bad["error"].as_str().unwrap_or_default(),
+            bad["details"].as_str().unwrap_or_default()
+        )));
+    }
+    if results.len() < ops {
+        return Err(OvsdbError::Refused(format!(
+            "transaction answered {} results for {ops} operations",
+            results.len()
+        )));
+    }
+    Ok(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,5 +559,25 @@ mod tests {
         let upd = json!({"Open_vSwitch": {"u1": {"new": {"cur_cfg": 7}}}});
         assert_eq!(first_cur_cfg(&upd), Some(7));
         assert_eq!(first_cur_cfg(&json!({"Bridge": {}})), None);
+    }
+
+    #[test]
+    fn short_or_failed_transactions_are_errors_not_panics() {
+        let ok = json!([{"rows": []}]);
+        assert_eq!(transaction_results(&ok, 1).unwrap().len(), 1);
+        assert_eq!(transaction_results(&json!([]), 0).unwrap().len(), 0);
+        for (answer, ops, says) in [
+            (json!([]), 1, "0 results for 1 operations"),
+            (json!(null), 1, "instead of a list"),
+            (json!({"rows": []}), 1, "instead of a list"),
+            (
+                json!([{"rows": []}, {"error": "constraint violation", "details": "x"}]),
+                1,
+                "constraint violation x",
+            ),
+        ] {
+            let e = transaction_results(&answer, ops).unwrap_err().to_string();
+            assert!(e.contains(says), "{answer}: {e}");
+        }
     }
 }
