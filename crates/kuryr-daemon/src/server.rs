@@ -103,9 +103,23 @@ pub fn bind_cni_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> 
         }
         std::fs::remove_file(path)?;
     }
-    let l = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+    // bound in a private (0700) directory beside it, made 0600 there, then
+    // moved into place: the socket is never reachable with a wider mode
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let private = dir.join(format!(".kuryr-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::create_dir(&private)?;
+    let bound = (|| {
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+        let inner = private.join("sock");
+        let l = std::os::unix::net::UnixListener::bind(&inner)?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inner, path)?;
+        l.set_nonblocking(true)?;
+        anyhow::Ok(l)
+    })();
+    let _ = std::fs::remove_dir_all(&private);
+    Ok(tokio::net::UnixListener::from_std(bound?)?)
 }
 
 /// Serves the CNI API until the task is aborted.
@@ -199,4 +213,37 @@ pub async fn serve_health(
         }
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    #[tokio::test]
+    async fn the_socket_appears_with_mode_0600_and_refuses_a_second_daemon() {
+        let dir = std::env::temp_dir().join(format!("kuryr-sock-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("run/daemon.sock");
+        let listener = bind_cni_socket(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let parent = std::fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(parent.permissions().mode() & 0o777, 0o700);
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("daemon.sock")]);
+        // it answers, so a second daemon must not take it over
+        let _client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let e = bind_cni_socket(&path).unwrap_err().to_string();
+        assert!(e.contains("in use"), "{e}");
+        drop(listener);
+        // a leftover socket nobody answers on is replaced
+        let again = bind_cni_socket(&path);
+        assert!(again.is_ok(), "{:?}", again.err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
