@@ -5,9 +5,11 @@
 //! may mutate pods, KuryrPorts and Neutron ports at a time. They agree on
 //! one Lease: its `holderIdentity` names the leader, which rewrites
 //! `renewTime` every [`LeaseConfig::renew_interval`]. Another process takes
-//! the Lease over only when its holder let it expire (`renewTime +
-//! leaseDurationSeconds` in the past) or gave it up (`holderIdentity`
-//! empty).
+//! the Lease over only when its holder let it expire or gave it up
+//! (`holderIdentity` empty). Expiry is measured as client-go measures it:
+//! the Lease has not changed (its `resourceVersion`) for longer than
+//! `leaseDurationSeconds` on the waiting process's own monotonic clock, so a
+//! holder whose wall clock is skewed keeps its Lease while it renews.
 //!
 //! Every write is a replace carrying the `resourceVersion` it was computed
 //! from, so the API server accepts only one of two concurrent writers and
@@ -129,22 +131,48 @@ fn duration_seconds(d: Duration) -> i32 {
     s.clamp(1, i32::MAX as u64) as i32
 }
 
-/// Whether `me` may write itself into a Lease with `spec` at `now`: no
-/// Lease (or no spec) yet, nobody holds it, `me` already holds it, or its
-/// holder let it expire (`renewTime + leaseDurationSeconds < now`). A
-/// holder without `renewTime` counts as expired, and a missing
-/// `leaseDurationSeconds` as 0, as the Kubernetes leader election does.
-fn may_take(spec: Option<&LeaseSpec>, now: Timestamp, me: &str) -> bool {
+/// Whether `me` may write itself into a Lease with `spec` whose record this
+/// replica has seen unchanged for `unchanged_for` (on its own monotonic
+/// clock): no Lease (or no spec) yet, nobody holds it, `me` already holds
+/// it, or its holder has not renewed it for longer than its
+/// `leaseDurationSeconds` (a missing one counts as 0). Like client-go, the
+/// holder's `renewTime` is never compared with this replica's clock: a
+/// holder whose clock is behind (or ahead) keeps its Lease as long as it
+/// renews.
+fn may_take(spec: Option<&LeaseSpec>, unchanged_for: Duration, me: &str) -> bool {
     let Some(spec) = spec else { return true };
     let holder = spec.holder_identity.as_deref().unwrap_or_default();
     if holder.is_empty() || holder == me {
         return true;
     }
-    let Some(renewed) = &spec.renew_time else {
-        return true;
-    };
-    let dur = i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0));
-    renewed.0.as_microsecond().saturating_add(dur * 1_000_000) < now.as_microsecond()
+    let dur =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    unchanged_for > dur
+}
+
+/// A Lease's record as this replica last saw it change: its
+/// `resourceVersion` (every write changes it) and when it was first seen.
+#[derive(Debug, Default)]
+struct Observed {
+    version: Option<String>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// How long the record with `version` has been seen unchanged, as of
+    /// `now` (0 when it just changed).
+    fn unchanged_for(&mut self, version: Option<&str>, now: Instant) -> Duration {
+        match self.since {
+            Some(since) if self.version.as_deref() == version => {
+                now.saturating_duration_since(since)
+            }
+            _ => {
+                self.version = version.map(str::to_owned);
+                self.since = Some(now);
+                Duration::ZERO
+            }
+        }
+    }
 }
 
 /// The spec `me` writes to take (or keep) a Lease that had `old`: holder
@@ -224,6 +252,8 @@ enum Attempt {
 struct Elector {
     api: Api<Lease>,
     cfg: LeaseConfig,
+    /// The Lease as last seen while waiting for it.
+    observed: std::sync::Mutex<Observed>,
 }
 
 impl Elector {
@@ -256,7 +286,9 @@ impl Elector {
                 }
             }
             Some(lease) => {
-                if !may_take(lease.spec.as_ref(), now, me) {
+                let unchanged_for = crate::lock(&self.observed)
+                    .unchanged_for(lease.metadata.resource_version.as_deref(), Instant::now());
+                if !may_take(lease.spec.as_ref(), unchanged_for, me) {
                     return Ok(Attempt::Busy(holder_of(&lease).to_string()));
                 }
                 let spec = taken_spec(lease.spec.as_ref(), now, me, self.cfg.lease_duration);
@@ -397,8 +429,9 @@ impl Elector {
 /// Waits until this process holds the Lease, then returns a [`Leadership`]
 /// that keeps renewing it in a background task.
 ///
-/// The Lease is created when missing, and taken over when its holder let
-/// it expire (`renewTime + leaseDurationSeconds < now`) or its
+/// The Lease is created when missing, and taken over when it has not
+/// changed for longer than its `leaseDurationSeconds` since this process
+/// first saw it so (its own clock; see the module documentation) or its
 /// `holderIdentity` is empty. Every write is a replace guarded by
 /// `resourceVersion`, so two contenders can never both win; a `409
 /// Conflict` means somebody else wrote first: the Lease is read again after
@@ -411,6 +444,7 @@ pub async fn acquire(client: kube::Client, cfg: LeaseConfig) -> Result<Leadershi
     let el = Elector {
         api: Api::namespaced(client, &cfg.namespace),
         cfg,
+        observed: Default::default(),
     };
     let lease_ref = el.lease_ref();
     let mut seen_holder: Option<String> = None;
@@ -454,6 +488,7 @@ pub async fn acquire(client: kube::Client, cfg: LeaseConfig) -> Result<Leadershi
         releaser: Some(Elector {
             api: release_api,
             cfg,
+            observed: Default::default(),
         }),
     })
 }
@@ -599,39 +634,68 @@ mod tests {
 
     #[test]
     fn may_take_missing_or_empty_or_mine() {
-        assert!(may_take(None, ts(0), "me"));
-        assert!(may_take(Some(&spec(None, Some(0), Some(15))), ts(1), "me"));
+        let now = Duration::ZERO;
+        assert!(may_take(None, now, "me"));
+        assert!(may_take(Some(&spec(None, Some(0), Some(15))), now, "me"));
         assert!(may_take(
             Some(&spec(Some(""), Some(0), Some(15))),
-            ts(1),
+            now,
             "me"
         ));
         assert!(may_take(
             Some(&spec(Some("me"), Some(0), Some(15))),
-            ts(1),
+            now,
             "me"
         ));
     }
 
     #[test]
-    fn may_take_only_when_others_lease_expired() {
+    fn may_take_only_when_others_lease_went_unrenewed_on_our_clock() {
+        let secs = Duration::from_secs;
         let other = spec(Some("other"), Some(0), Some(15));
-        assert!(!may_take(Some(&other), ts(1), "me"), "fresh");
-        assert!(!may_take(Some(&other), ts(15), "me"), "exactly at expiry");
-        assert!(may_take(Some(&other), ts(16), "me"), "expired");
-        // a renewTime ahead of our clock is fresh
-        assert!(!may_take(Some(&other), ts(-5), "me"));
-        // no renewTime: expired; no duration: expires right after renewTime
+        assert!(!may_take(Some(&other), secs(1), "me"), "fresh");
+        assert!(!may_take(Some(&other), secs(15), "me"), "exactly at expiry");
+        assert!(may_take(Some(&other), secs(16), "me"), "expired");
+        // a peer whose clock is an hour behind renews a live Lease: its
+        // renewTime says nothing about expiry
+        let skewed = spec(Some("other"), Some(-3600), Some(15));
+        assert!(!may_take(Some(&skewed), secs(1), "me"));
+        // no renewTime or no duration: only the observation counts
+        assert!(!may_take(
+            Some(&spec(Some("other"), None, Some(15))),
+            secs(1),
+            "me"
+        ));
         assert!(may_take(
             Some(&spec(Some("other"), None, Some(15))),
-            ts(0),
+            secs(16),
             "me"
         ));
         assert!(may_take(
             Some(&spec(Some("other"), Some(0), None)),
-            ts(1),
+            secs(1),
             "me"
         ));
+    }
+
+    #[test]
+    fn the_observation_restarts_whenever_the_record_changes() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        let mut o = Observed::default();
+        assert_eq!(
+            o.unchanged_for(Some("1"), t0),
+            Duration::ZERO,
+            "first sight"
+        );
+        assert_eq!(o.unchanged_for(Some("1"), t0 + secs(10)), secs(10));
+        assert_eq!(
+            o.unchanged_for(Some("2"), t0 + secs(11)),
+            Duration::ZERO,
+            "renewed"
+        );
+        assert_eq!(o.unchanged_for(Some("2"), t0 + secs(20)), secs(9));
+        assert_eq!(o.unchanged_for(None, t0 + secs(21)), Duration::ZERO);
     }
 
     #[test]
@@ -657,7 +721,7 @@ mod tests {
         assert_eq!(released.holder_identity, None);
         assert_eq!(released.lease_duration_seconds, Some(1));
         assert_eq!(released.lease_transitions, Some(5));
-        assert!(may_take(Some(&released), ts(26), "next"));
+        assert!(may_take(Some(&released), Duration::ZERO, "next"));
         let next = taken_spec(Some(&released), ts(27), "next", d);
         assert_eq!(next.lease_transitions, Some(6));
     }

@@ -2,6 +2,7 @@
 //! contender waits while the leader renews and takes over at once when it
 //! releases; after a crash it takes over only once the Lease expired; a
 //! leader whose Lease is taken from under it notices within a couple of
+//! renews; a peer whose clock is an hour behind keeps its Lease while it
 //! renews; a leader cut off from the API server stops leading before its
 //! Lease expires; a process not allowed to touch Leases gets an error
 //! instead of waiting forever.
@@ -214,24 +215,76 @@ async fn after_a_crash_the_lease_is_taken_only_once_expired() -> anyhow::Result<
             "drop released the Lease"
         );
 
+        // B has never seen the Lease change: it waits a full Lease duration
+        // on its own clock from its first look, then takes it at its next try
+        let started = Instant::now();
         let b = acquire(&client, cfg(name, "successor-b")).await?;
-        let done = now_micros();
+        let waited = started.elapsed();
         let taken = leases.get(name).await?;
         assert_eq!(holder(&taken), Some("successor-b"));
         assert_eq!(transitions(&taken), transitions(&crashed) + 1);
-        let acquired = micros(&taken.spec.as_ref().unwrap().acquire_time);
-        let lease_us = LEASE.as_micros() as i64;
         assert!(
-            acquired - last_renew >= lease_us,
-            "B took the Lease {} ms after A's last renew, before it expired",
-            (acquired - last_renew) / 1000
+            waited > LEASE,
+            "B took the Lease {waited:?} after its first look, before a Lease duration"
         );
         assert!(
-            done - last_renew <= lease_us + 2_000_000,
-            "B took the Lease only {} ms after A's last renew",
-            (done - last_renew) / 1000
+            waited <= LEASE + 2 * RETRY + Duration::from_secs(2),
+            "B took the Lease only {waited:?} after its first look"
         );
         b.release().await;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_peer_with_a_skewed_clock_keeps_its_lease_while_it_renews() -> anyhow::Result<()> {
+    let client = client().await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let name = lease_name();
+    let name = name.as_str();
+    with_lease(&client, name, async {
+        // the peer writes its Lease every RENEW with a renewTime an hour
+        // behind this machine's clock
+        let skewed = || {
+            let t = Timestamp::from_microsecond(now_micros() - 3_600_000_000).unwrap();
+            serde_json::json!({"holderIdentity": "skewed-peer", "leaseDurationSeconds": LEASE.as_secs(),
+                "renewTime": MicroTime(t), "acquireTime": MicroTime(t), "leaseTransitions": 0})
+        };
+        leases
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": skewed()}))?,
+            )
+            .await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peer = {
+            let (leases, stop, name) = (leases.clone(), stop.clone(), name.to_owned());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(RENEW).await;
+                    let _ = leases
+                        .patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(serde_json::json!({"spec": skewed()})))
+                        .await;
+                }
+            })
+        };
+        let mut c = Contender::start(&client, cfg(name, "contender-c"));
+        // a contender trusting renewTime would take it at its first try; one
+        // measuring on its own clock never does while the peer renews:
+        // three Lease durations are many renews and many tries
+        tokio::time::sleep(3 * LEASE).await;
+        assert!(!c.0.is_finished(), "the contender took a Lease its holder keeps renewing");
+        assert_eq!(holder(&leases.get(name).await?), Some("skewed-peer"));
+        // the peer stops renewing: the contender takes it a Lease duration later
+        stop.store(true, Ordering::SeqCst);
+        peer.await?;
+        let stopped = Instant::now();
+        let won = timeout(LEASE + 2 * RETRY + Duration::from_secs(3), &mut c.0)
+            .await
+            .map_err(|_| anyhow::anyhow!("not taken {:?} after the peer stopped", stopped.elapsed()))???;
+        assert_eq!(holder(&leases.get(name).await?), Some("contender-c"));
+        won.release().await;
         Ok(())
     })
     .await
