@@ -6,6 +6,7 @@
 
 pub mod bind;
 pub mod cache;
+pub mod cni_gc;
 pub mod link;
 pub mod metrics;
 pub mod netns;
@@ -266,6 +267,7 @@ impl Daemon {
                 ovs_port,
                 phase: Phase::Prepared,
                 result: None,
+                network: String::new(),
             };
             if self.state.put(&att).is_err() {
                 continue;
@@ -421,6 +423,7 @@ impl Daemon {
             ovs_port,
             phase: Phase::Plugging,
             result: None,
+            network: req.config["name"].as_str().unwrap_or_default().to_owned(),
         };
         // one plug or unplug of a Neutron port at a time (a DEL's links
         // may still be going away in the background)
@@ -663,25 +666,11 @@ impl Daemon {
     }
 
     async fn gc_request(&self, req: &DaemonRequest) -> Result<(), CniError> {
-        let valid: Vec<(String, String)> = req.config["cni.dev/valid-attachments"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| {
-                Some((
-                    a["containerID"].as_str()?.to_owned(),
-                    a["ifname"].as_str()?.to_owned(),
-                ))
-            })
-            .collect();
-        for att in self.state.all() {
-            if !valid
-                .iter()
-                .any(|(c, i)| *c == att.container_id && *i == att.ifname)
-            {
-                self.remove_stale(&att, "not a valid attachment (CNI GC)")
-                    .await;
-            }
+        let stale = cni_gc::stale(&self.state.all(), &req.config)
+            .map_err(|e| cni_err(code::INVALID_CONFIG, "invalid GC request", e))?;
+        for att in stale {
+            self.remove_stale(&att, "not a valid attachment (CNI GC)")
+                .await;
         }
         Ok(())
     }

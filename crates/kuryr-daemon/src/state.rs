@@ -64,6 +64,12 @@ pub struct Attachment {
     /// The CNI result returned for ADD.
     #[serde(default)]
     pub result: Option<serde_json::Value>,
+    /// The CNI network (`name` of its configuration) the attachment was
+    /// made for: a CNI GC of another network never touches it. Empty for
+    /// attachments made ahead of a pod and in records of older versions
+    /// (CNI GC leaves those alone).
+    #[serde(default)]
+    pub network: String,
 }
 
 impl Attachment {
@@ -276,6 +282,7 @@ mod tests {
             ovs_port: Some("tapport".into()),
             phase: Phase::Plugging,
             result: None,
+            network: "kuryr".into(),
         }
     }
 

@@ -290,6 +290,36 @@ async fn restart_keeps_pods_and_a_kill_mid_add_recovers() -> anyhow::Result<()> 
             || async { Ok(ovs_ports_of(&env, "cid-orphan").is_empty().then_some(())) },
         )
         .await?;
+        // CNI GC of another network, and one whose list is malformed, leave
+        // the running pod untouched
+        for (name, valid, rc_want) in [
+            ("other-network", serde_json::json!([]), 0),
+            ("kuryr", serde_json::json!("notalist"), 1),
+        ] {
+            let mut gc = d.conf("1.1.0");
+            gc["name"] = name.into();
+            gc["cni.dev/valid-attachments"] = valid;
+            let (rc, out) = cni(
+                &CniCall {
+                    command: "GC",
+                    ..call_k
+                },
+                &gc,
+            );
+            assert_eq!(rc, rc_want, "GC {name}: {out}");
+            if rc_want != 0 {
+                assert_eq!(out["code"], 7, "a malformed GC is an invalid config: {out}");
+            }
+            assert_eq!(
+                ovs_ports_of(&env, "cid-k-1").len(),
+                1,
+                "GC {name} unplugged pod-k"
+            );
+            assert!(
+                pod_k.ip(&["link", "show", "eth0"]).is_ok(),
+                "GC {name} took pod-k's eth0"
+            );
+        }
         // CNI GC: everything not listed as valid goes
         let mut gc = d.conf("1.1.0");
         gc["cni.dev/valid-attachments"] = serde_json::json!([]);
