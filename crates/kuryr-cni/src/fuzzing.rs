@@ -25,7 +25,7 @@
 //! empty stdin, a repeated name keeps the last value, and a variable that is
 //! not named is unset.
 
-use crate::{CniError, Command, Daemon, DaemonAnswer, DaemonRequest, code, handle};
+use crate::{CallError, CniError, Command, Daemon, DaemonAnswer, DaemonRequest, code, handle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -116,7 +116,7 @@ impl Daemon for FakeDaemon {
         _socket: &str,
         _timeout_secs: u64,
         req: &DaemonRequest,
-    ) -> Result<DaemonAnswer, String> {
+    ) -> Result<DaemonAnswer, CallError> {
         self.seen.push(req.clone());
         match self.answer {
             FakeAnswer::Ok => Ok(DaemonAnswer {
@@ -136,7 +136,7 @@ impl Daemon for FakeDaemon {
                 ))
                 .expect("CniError serialises"),
             }),
-            FakeAnswer::Down => Err("connection refused".into()),
+            FakeAnswer::Down => Err(CallError::Unreachable("connection refused".into())),
             FakeAnswer::Garbage => Ok(DaemonAnswer {
                 status: 500,
                 body: json!(["not", "a", "cni", "error"]),

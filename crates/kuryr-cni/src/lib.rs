@@ -228,6 +228,16 @@ pub struct DaemonAnswer {
     pub body: Value,
 }
 
+/// Why a request did not get the daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The daemon's socket cannot be reached (no daemon running).
+    Unreachable(String),
+    /// The request reached the daemon, which did not answer in time or
+    /// answered something that is not HTTP and JSON.
+    NoAnswer(String),
+}
+
 /// The way to the daemon (a unix socket in the binary).
 pub trait Daemon {
     /// Sends `req`; `Err` is a transport failure (daemon down, timeout).
@@ -236,7 +246,7 @@ pub trait Daemon {
         socket: &str,
         timeout_secs: u64,
         req: &DaemonRequest,
-    ) -> Result<DaemonAnswer, String>;
+    ) -> Result<DaemonAnswer, CallError>;
 }
 
 /// Parses `CNI_ARGS` (`K=V;K=V`).
@@ -381,16 +391,22 @@ fn dispatch(
                 )
             }),
         ),
-        Err(e) if cmd == Command::Status => Err(CniError::new(
+        Err(CallError::Unreachable(e)) if cmd == Command::Status => Err(CniError::new(
             code::NOT_AVAILABLE,
             "kuryr-daemon is not available",
             format!("{socket}: {e}"),
         )
         .version(v)),
-        Err(e) => Err(CniError::new(
+        Err(CallError::Unreachable(e)) => Err(CniError::new(
             code::TRY_AGAIN_LATER,
             "kuryr-daemon is not reachable",
             format!("{socket}: {e}; is kuryr-daemon running on this node?"),
+        )
+        .version(v)),
+        Err(CallError::NoAnswer(e)) => Err(CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("kuryr-daemon did not answer {cmd_s}"),
+            format!("{socket}: {e} (the plugin waits `timeout` seconds of its network configuration, {timeout} here)"),
         )
         .version(v)),
     }
@@ -405,7 +421,7 @@ mod tests {
     /// against real namespaces.
     struct Recorder {
         seen: Vec<DaemonRequest>,
-        answer: Result<DaemonAnswer, String>,
+        answer: Result<DaemonAnswer, CallError>,
     }
 
     impl Daemon for Recorder {
@@ -414,7 +430,7 @@ mod tests {
             _socket: &str,
             _t: u64,
             req: &DaemonRequest,
-        ) -> Result<DaemonAnswer, String> {
+        ) -> Result<DaemonAnswer, CallError> {
             self.seen.push(req.clone());
             self.answer.clone()
         }
@@ -555,12 +571,28 @@ mod tests {
     fn daemon_failures_are_mapped() {
         let mut down = Recorder {
             seen: vec![],
-            answer: Err("connection refused".into()),
+            answer: Err(CallError::Unreachable("connection refused".into())),
         };
         let (out, rc) = handle(&env(ADD), CONF.as_bytes(), &mut down);
         let err: CniError = serde_json::from_str(&out).unwrap();
         assert_eq!((rc, err.code), (1, code::TRY_AGAIN_LATER));
         assert!(err.details.contains("/tmp/d.sock") && err.details.contains("connection refused"));
+        // a daemon that took the request and never answered is not "unreachable"
+        let mut silent = Recorder {
+            seen: vec![],
+            answer: Err(CallError::NoAnswer(
+                "no answer within 180s: timed out".into(),
+            )),
+        };
+        let (out, rc) = handle(&env(ADD), CONF.as_bytes(), &mut silent);
+        let err: CniError = serde_json::from_str(&out).unwrap();
+        assert_eq!((rc, err.code), (1, code::TRY_AGAIN_LATER));
+        assert_eq!(err.msg, "kuryr-daemon did not answer ADD");
+        assert!(
+            err.details.contains("no answer within 180s"),
+            "{}",
+            err.details
+        );
         let status = [("CNI_COMMAND", "STATUS")];
         let conf11 = CONF.replace("1.0.0", "1.1.0");
         let (out, _) = handle(&env(&status), conf11.as_bytes(), &mut down);

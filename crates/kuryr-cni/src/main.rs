@@ -3,7 +3,7 @@
 //! kuryr-daemon over its unix socket (HTTP/1.1, `POST /cni`) and prints the
 //! CNI result or a CNI error. `--help` and `--version` for humans.
 
-use kuryr_cni::{Daemon, DaemonAnswer, DaemonRequest, handle};
+use kuryr_cni::{CallError, Daemon, DaemonAnswer, DaemonRequest, handle};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -16,43 +16,46 @@ impl Daemon for UnixDaemon {
         socket: &str,
         timeout_secs: u64,
         req: &DaemonRequest,
-    ) -> Result<DaemonAnswer, String> {
-        let mut s = UnixStream::connect(socket).map_err(|e| format!("cannot connect: {e}"))?;
+    ) -> Result<DaemonAnswer, CallError> {
+        let mut s = UnixStream::connect(socket)
+            .map_err(|e| CallError::Unreachable(format!("cannot connect: {e}")))?;
+        // past the connect, what goes wrong is the daemon not answering
+        let no = |e: String| CallError::NoAnswer(e);
         let t = Some(Duration::from_secs(timeout_secs.max(1)));
         s.set_read_timeout(t)
             .and_then(|_| s.set_write_timeout(t))
-            .map_err(|e| e.to_string())?;
-        let body = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+            .map_err(|e| no(e.to_string()))?;
+        let body = serde_json::to_vec(req).map_err(|e| no(e.to_string()))?;
         let head = format!(
             "POST /cni HTTP/1.1\r\nHost: kuryr-daemon\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
         s.write_all(head.as_bytes())
             .and_then(|_| s.write_all(&body))
-            .map_err(|e| format!("sending: {e}"))?;
+            .map_err(|e| no(format!("sending: {e}")))?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw)
-            .map_err(|e| format!("no answer within {timeout_secs}s: {e}"))?;
+            .map_err(|e| no(format!("no answer within {timeout_secs}s: {e}")))?;
         let split = raw
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .ok_or("malformed answer (no header end)")?;
+            .ok_or_else(|| no("malformed answer (no header end)".into()))?;
         let head = String::from_utf8_lossy(&raw[..split]);
         let status: u16 = head
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| {
-                format!(
+                no(format!(
                     "malformed status line: {}",
                     head.lines().next().unwrap_or_default()
-                )
+                ))
             })?;
         let body = &raw[split + 4..];
         let body = if body.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?
+            serde_json::from_slice(body).map_err(|e| no(format!("answer is not JSON: {e}")))?
         };
         Ok(DaemonAnswer { status, body })
     }

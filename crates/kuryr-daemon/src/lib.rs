@@ -76,6 +76,69 @@ pub struct Daemon {
     reaper: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Attachment>>>,
     /// Ports this daemon has given to a pod (never prepared again).
     used_ports: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// ADDs waiting for their VIF, by container id: a DEL of the same
+    /// container cancels the wait instead of queueing behind it.
+    waiting: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+}
+
+/// An ADD's registration in [`Daemon::waiting`], removed when dropped.
+struct Waiting<'a> {
+    daemon: &'a Daemon,
+    container_id: String,
+    cancel: Arc<tokio::sync::Notify>,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(daemon: &'a Daemon, container_id: &str) -> Self {
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        daemon
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(container_id.to_owned(), cancel.clone());
+        daemon.metrics.adds_waiting.fetch_add(1, Ordering::Relaxed);
+        Self {
+            daemon,
+            container_id: container_id.to_owned(),
+            cancel,
+        }
+    }
+
+    /// `fut`, unless a DEL of the container comes first (`None` then).
+    async fn unless_deleted<T>(&self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            v = fut => Some(v),
+            _ = self.cancel.notified() => None,
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self
+            .daemon
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if w.get(&self.container_id)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cancel))
+        {
+            w.remove(&self.container_id);
+        }
+        self.daemon
+            .metrics
+            .adds_waiting
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The error of an ADD a DEL of its container cancelled while it waited.
+fn cancelled_by_del(what: &str) -> CniError {
+    cni_err(
+        code::TRY_AGAIN_LATER,
+        "ADD cancelled by a DEL of the same container",
+        format!("the runtime deleted the container while its ADD waited for {what}"),
+    )
 }
 
 /// What a request gets back: HTTP status and body.
@@ -124,6 +187,7 @@ impl Daemon {
             locks: Default::default(),
             reaper: Default::default(),
             used_ports: Default::default(),
+            waiting: Default::default(),
         };
         d.count_attachments();
         Ok(d)
@@ -387,14 +451,15 @@ impl Daemon {
         let timeout = self.settings.vif_timeout;
         let ifname = req.ifname.clone();
         let uid_ok = |kp: &KuryrPort| uid.as_deref().is_none_or(|u| u == kp.spec.pod_uid);
-        let found = self
-            .cache
-            .wait_for(&ns, &pod, timeout, |kp| {
+        let waiting = Waiting::new(self, &req.container_id);
+        let found = waiting
+            .unless_deleted(self.cache.wait_for(&ns, &pod, timeout, |kp| {
                 let kp = kp.filter(|k| uid_ok(k))?;
                 let vif = vif_for(kp, &ifname)?;
                 Some((kp.spec.pod_uid.clone(), vif.clone()))
-            })
-            .await;
+            }))
+            .await
+            .ok_or_else(|| cancelled_by_del("the pod's VIF"))?;
         let Some((pod_uid, vif)) = found else {
             return Err(cni_err(
                 code::TRY_AGAIN_LATER,
@@ -483,16 +548,26 @@ impl Daemon {
         }
         self.count_attachments();
         // a side-by-side port goes ACTIVE once the OVS agent has wired it
-        let active = vif.active
-            || self
-                .cache
-                .wait_for(&ns, &pod, timeout.saturating_sub(t_wait.elapsed()), |kp| {
-                    kp.and_then(|k| vif_for(k, &ifname))
-                        .filter(|v| v.id == vif.id && v.active)
-                        .map(|_| ())
-                })
-                .await
-                .is_some();
+        let active = if vif.active {
+            true
+        } else {
+            let wait =
+                self.cache
+                    .wait_for(&ns, &pod, timeout.saturating_sub(t_wait.elapsed()), |kp| {
+                        kp.and_then(|k| vif_for(k, &ifname))
+                            .filter(|v| v.id == vif.id && v.active)
+                            .map(|_| ())
+                    });
+            match waiting.unless_deleted(wait).await {
+                Some(seen) => seen.is_some(),
+                None => {
+                    // the DEL behind us finds nothing left to undo
+                    self.undo(&att).await;
+                    return Err(cancelled_by_del("its Neutron port to go ACTIVE"));
+                }
+            }
+        };
+        drop(waiting);
         self.metrics
             .vif_wait
             .observe(t_wait.elapsed().as_secs_f64());
@@ -550,6 +625,15 @@ impl Daemon {
         if !state::valid_container_id(&req.container_id) {
             // nothing of ours can carry such an id
             return Ok(());
+        }
+        // an ADD of this container still waiting for its VIF gives up at once
+        if let Some(cancel) = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&req.container_id)
+        {
+            cancel.notify_one();
         }
         let lock = self.lock_of(&req.container_id);
         let _g = lock.lock().await;

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub prepared_total: AtomicU64,
     /// ADDs served from a prepared VIF.
     pub adopted_total: AtomicU64,
+    /// ADDs waiting now for their pod's VIF (present, then active).
+    pub adds_waiting: AtomicU64,
     ready: AtomicBool,
     node_port: AtomicBool,
 }
@@ -151,6 +153,12 @@ impl Metrics {
                 "ADDs served from a VIF plugged ahead.",
                 "counter",
                 self.adopted_total.load(Ordering::Relaxed),
+            ),
+            (
+                "kuryr_cni_adds_waiting",
+                "ADDs waiting now for their pod's VIF to be present and active.",
+                "gauge",
+                self.adds_waiting.load(Ordering::Relaxed),
             ),
             (
                 "kuryr_cni_attachments",

@@ -214,7 +214,8 @@ async fn restart_keeps_pods_and_a_kill_mid_add_recovers() -> anyhow::Result<()> 
                 cni(&c, &conf)
             })
         };
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // the ADD is in flight in the daemon (not a daemon simply down)
+        wait_adds_waiting(&d, 1).await?;
         d.kill();
         let (rc, out) = pending.join().unwrap();
         assert_eq!(rc, 1, "{out}");
@@ -334,6 +335,84 @@ async fn restart_keeps_pods_and_a_kill_mid_add_recovers() -> anyhow::Result<()> 
         assert!(ovs_ports_of(&env, "cid-k-1").is_empty());
         assert!(pod_k.ip(&["link", "show", "eth0"]).is_err());
         assert!(d.state_files().is_empty());
+        Ok(())
+    })
+    .await
+}
+
+/// Waits until the daemon's gauge of ADDs waiting for their VIF reads `n`.
+async fn wait_adds_waiting(d: &Daemon, n: u64) -> anyhow::Result<()> {
+    kuryr_stack_tests::wait_until(
+        &format!("{n} ADDs waiting in the daemon"),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let m = common::http_get(&d.metrics, "/metrics")?;
+            let v = m
+                .lines()
+                .find_map(|l| l.strip_prefix("kuryr_cni_adds_waiting "))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            Ok((v == Some(n)).then_some(()))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_del_cancels_the_add_of_its_container_waiting_for_a_vif() -> anyhow::Result<()> {
+    with_namespace(&["k8s", "ovs"], |env, client, ns| async move {
+        let d = Daemon::start(&env, &[])?;
+        let conf = d.conf("1.1.0");
+        // a KuryrPort with no VIF yet: the ADD waits (the daemon's timeout is
+        // far longer than this test)
+        kuryrport(&client, &ns, "pod-w", "uid-w", &d.node, None).await?;
+        let pod_ns = Netns::new("kdw")?;
+        let netns = format!("/var/run/netns/{}", pod_ns.name);
+        let pending = {
+            let (conf, netns, ns) = (conf.clone(), netns.clone(), ns.clone());
+            std::thread::spawn(move || {
+                cni(
+                    &CniCall {
+                        command: "ADD",
+                        container_id: "cid-w-1",
+                        netns: &netns,
+                        ifname: "eth0",
+                        pod: (&ns, "pod-w", "uid-w"),
+                    },
+                    &conf,
+                )
+            })
+        };
+        wait_adds_waiting(&d, 1).await?;
+        let (rc, out) = cni(
+            &CniCall {
+                command: "DEL",
+                container_id: "cid-w-1",
+                netns: &netns,
+                ifname: "eth0",
+                pod: (&ns, "pod-w", "uid-w"),
+            },
+            &conf,
+        );
+        assert_eq!(rc, 0, "DEL: {out}");
+        // the ADD ended by the DEL, saying so (not a timeout, not "unreachable")
+        let (rc, out) = pending.join().unwrap();
+        assert_eq!(rc, 1, "{out}");
+        assert_eq!(out["code"], 11, "{out}");
+        assert_eq!(
+            out["msg"], "ADD cancelled by a DEL of the same container",
+            "{out}"
+        );
+        assert!(
+            out["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the pod's VIF"),
+            "{out}"
+        );
+        wait_adds_waiting(&d, 0).await?;
+        assert!(ovs_ports_of(&env, "cid-w-1").is_empty());
+        assert!(d.state_files().is_empty(), "{:?}", d.state_files());
         Ok(())
     })
     .await
