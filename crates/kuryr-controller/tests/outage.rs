@@ -131,8 +131,14 @@ async fn a_create_whose_answer_was_lost_makes_no_second_port() -> anyhow::Result
             "the create was tried again: {:?}",
             proxy.seen()
         );
-        // the lost create has reached Neutron by now
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        // the lost create reaches Neutron 8 s after it was sent
+        wait_until(
+            "the lost create answered by Neutron",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async { Ok((proxy.lost_delivered() == 1).then_some(())) },
+        )
+        .await?;
         let on_net =
             h.os.neutron()
                 .list_ports(&Query::new().filter("network_id", &h.net.id))

@@ -30,6 +30,7 @@ pub struct FaultProxy {
     pub url: String,
     faults: Arc<Mutex<VecDeque<(String, Injected)>>>,
     seen: Arc<Mutex<Vec<String>>>,
+    delivered: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,13 +41,20 @@ impl FaultProxy {
         let url = format!("http://{}", listener.local_addr()?);
         let faults: Arc<Mutex<VecDeque<(String, Injected)>>> = Arc::default();
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let delivered: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
-        let (f, s) = (faults.clone(), seen.clone());
+        let (f, s, done) = (faults.clone(), seen.clone(), delivered.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
-                let (f, s, http, upstream) = (f.clone(), s.clone(), http.clone(), upstream.clone());
+                let (f, s, http, upstream, done) = (
+                    f.clone(),
+                    s.clone(),
+                    http.clone(),
+                    upstream.clone(),
+                    done.clone(),
+                );
                 tokio::spawn(async move {
                     let Ok(Some((method, path, headers, body))) = read_request(&mut sock).await
                     else {
@@ -79,7 +87,10 @@ impl FaultProxy {
                             let req = forward(http);
                             drop(sock);
                             tokio::time::sleep(delay).await;
-                            let _ = req.send().await;
+                            // answered by the service: it has taken effect
+                            if req.send().await.is_ok() {
+                                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            }
                             return;
                         }
                         None => match forward(http).send().await {
@@ -116,6 +127,7 @@ impl FaultProxy {
             url,
             faults,
             seen,
+            delivered,
             task,
         })
     }
@@ -140,6 +152,12 @@ impl FaultProxy {
     /// Requests seen so far (`METHOD /path`).
     pub fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Requests whose answer was lost that have since reached the service
+    /// and been answered by it (so what they do has happened).
+    pub fn lost_delivered(&self) -> usize {
+        self.delivered.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Faults not used yet.
