@@ -49,11 +49,17 @@ async fn startup_reconcile(ctx: &Context) {
     loop {
         let pass = async {
             let r = startup::reconcile(ctx, None).await?;
+            // after the pools know their ports: an orphan's go back to them
+            let orphans = if ctx.handlers.pods {
+                handlers::pod::release_orphans(ctx, None).await?
+            } else {
+                0
+            };
             let lbs = startup::reconcile_load_balancers(ctx, None).await?;
-            Ok::<_, Error>((r, lbs))
+            Ok::<_, Error>((r, orphans, lbs))
         };
         match pass.await {
-            Ok((r, lbs)) => {
+            Ok((r, orphans, lbs)) => {
                 tracing::info!(
                     in_use = r.in_use,
                     adopted = r.adopted,
@@ -61,6 +67,7 @@ async fn startup_reconcile(ctx: &Context) {
                     leaked = r.leaked.len(),
                     removed = r.removed,
                     retagged = r.retagged,
+                    orphaned_kuryrports = orphans,
                     leaked_load_balancers = lbs,
                     dry_run = ctx.options.gc_dry_run,
                     "start-up reconciliation with Neutron and Octavia done"
@@ -132,8 +139,15 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             let mut prev = std::collections::BTreeSet::new();
             let mut prev_lbs = std::collections::BTreeSet::new();
+            let mut prev_orphans = std::collections::BTreeSet::new();
             loop {
                 tokio::time::sleep(c.options.gc_interval).await;
+                if c.handlers.pods
+                    && let Err(e) =
+                        handlers::pod::release_orphans(&c, Some(&mut prev_orphans)).await
+                {
+                    tracing::warn!(error = %e, "periodic release of orphaned KuryrPorts failed");
+                }
                 if let Err(e) = startup::reconcile_load_balancers(&c, Some(&mut prev_lbs)).await {
                     tracing::warn!(error = %e, "periodic reconciliation of load balancers failed");
                 }

@@ -2,7 +2,8 @@
 //! pods get ports and KuryrPorts, a pod made again under the same name gets
 //! a new port, a port deleted behind the controller's back is replaced, a
 //! pod deleted while the controller is down is released after its restart,
-//! and nothing is left in Neutron at the end.
+//! a KuryrPort whose pod vanished without its finalizer is released, and
+//! nothing is left in Neutron at the end.
 #![cfg(feature = "stack")]
 
 mod common;
@@ -122,6 +123,74 @@ async fn pods_get_ports_and_give_them_back() -> anyhow::Result<()> {
         assert_eq!(m.ports_replaced.load(Relaxed), 1);
         assert!(m.ports_deleted.load(Relaxed) >= 4);
         assert!(m.render().contains("kuryr_pod_vif_ready_seconds_count"));
+        anyhow::Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
+
+/// A pod whose finalizer is removed by hand and that is then force-deleted
+/// leaves its KuryrPort behind without anyone to release it. The KuryrPort
+/// is owned by its pod, so Kubernetes' garbage collector deletes it (its
+/// finalizer holding it), and the controller's periodic reconciliation
+/// releases its port and lets it go.
+#[tokio::test]
+async fn a_kuryrport_whose_pod_vanished_is_released() -> anyhow::Result<()> {
+    let h = Harness::new("orphan", "10.239.0.0/24").await?;
+    let body = async {
+        let ctx = h
+            .context(
+                "",
+                Options {
+                    gc_interval: Duration::from_secs(2),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let ctl = start(ctx.clone());
+        let uid = h
+            .create_pods(&["lost-0".to_string()], NODE)
+            .await?
+            .remove(0);
+        let vif = h.vif_of("lost-0", &uid, WAIT).await?;
+        let kp = h.kps.get("lost-0").await?;
+        let owner = kp.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owner.len(), 1, "{owner:?}");
+        assert_eq!(
+            (owner[0].kind.as_str(), owner[0].uid.as_str()),
+            ("Pod", uid.as_str())
+        );
+        assert!(!kp.spec.pod_static);
+
+        // the pod goes behind the controller's back
+        h.pods
+            .patch(
+                "lost-0",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+            )
+            .await?;
+        h.pods
+            .delete(
+                "lost-0",
+                &kube::api::DeleteParams::default().grace_period(0),
+            )
+            .await?;
+        wait_until(
+            "the KuryrPort released and gone",
+            WAIT,
+            Duration::from_millis(300),
+            || async { Ok(h.kps.get_opt("lost-0").await?.is_none().then_some(())) },
+        )
+        .await?;
+        assert!(
+            h.os.neutron()
+                .get_port(&vif.id)
+                .await
+                .is_err_and(|e| e.is_not_found()),
+            "the orphan's port was deleted (no pool)"
+        );
+        ctl.stop().await;
+        assert!(h.cluster_ports().await?.is_empty());
         anyhow::Ok(())
     };
     finally(body, h.cleanup()).await

@@ -10,7 +10,7 @@ use crate::plan::Step;
 use crate::{Context, Error, active, plan, pool};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -178,15 +178,33 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
                     .as_ref()
                     .and_then(|s| s.node_name.clone())
                     .unwrap_or_default();
+                // a static pod's API object is the kubelet's mirror of it
+                let pod_static = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION));
                 let mut k = KuryrPort::new(
                     &name,
                     KuryrPortSpec {
-                        pod_uid: uid,
+                        pod_uid: uid.clone(),
                         pod_node_name: node.clone(),
-                        pod_static: false,
+                        pod_static,
                     },
                 );
                 k.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), node)].into());
+                // owned by its pod, as in kuryr-kubernetes: a pod that goes
+                // without its finalizer takes its KuryrPort with it, and the
+                // orphan's port is released (see [`release_orphans`])
+                k.metadata.owner_references = Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Pod".into(),
+                        name: name.clone(),
+                        uid,
+                        ..Default::default()
+                    },
+                ]);
                 k.metadata.finalizers = Some(vec![KURYRPORT_FINALIZER.into()]);
                 kp = Some(kps.create(&PostParams::default(), &k).await?);
             }
@@ -388,6 +406,88 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
     }
     tracing::info!(kuryrport = %name, pod_uid = %uid, ports = ids.len(), recycled, "released");
     Ok(())
+}
+
+/// The annotation the kubelet puts on the API mirror of a static pod.
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// KuryrPorts whose pod no longer exists (its finalizer removed by hand, or
+/// force-deleted; Kubernetes' garbage collector then deletes the KuryrPort,
+/// which its own finalizer holds): their ports are given back as for a
+/// deleted pod and the KuryrPort goes. Only KuryrPorts whose ports are this
+/// cluster's, or that have none, are touched. `prev` as for the ports'
+/// reconciliation: a periodic pass acts only on KuryrPorts found orphaned
+/// twice in a row. Answers how many were released.
+pub(crate) async fn release_orphans(
+    ctx: &Context,
+    prev: Option<&mut std::collections::BTreeSet<String>>,
+) -> Result<usize, Error> {
+    let all: Api<KuryrPort> = Api::all(ctx.kube.clone());
+    let kps = all.list(&ListParams::default()).await?.items;
+    // pods after KuryrPorts: a KuryrPort listed has its pod listed too
+    let pods: Api<Pod> = Api::all(ctx.kube.clone());
+    let live: std::collections::BTreeSet<String> = pods
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.uid)
+        .collect();
+    let orphans: Vec<&KuryrPort> = kps
+        .iter()
+        .filter(|k| !live.contains(&k.spec.pod_uid))
+        .collect();
+    if orphans.is_empty() {
+        if let Some(prev) = prev {
+            prev.clear();
+        }
+        return Ok(0);
+    }
+    let ours: std::collections::BTreeSet<String> = ctx
+        .os
+        .neutron()
+        .list_ports(
+            &Query::new()
+                .tags([plan::cluster_tag(&ctx.cluster_id)])
+                .fields(["id"]),
+        )
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let found: std::collections::BTreeSet<String> = orphans
+        .iter()
+        .filter(|k| {
+            let ids: Vec<&String> = k
+                .status
+                .iter()
+                .flat_map(|s| s.vifs.values().map(|e| &e.vif.id))
+                .collect();
+            ids.is_empty() || ids.iter().any(|id| ours.contains(*id))
+        })
+        .filter_map(|k| k.metadata.uid.clone())
+        .collect();
+    let act: std::collections::BTreeSet<String> = match prev {
+        Some(prev) => {
+            let twice = found.intersection(prev).cloned().collect();
+            *prev = found;
+            twice
+        }
+        None => found,
+    };
+    let mut released = 0;
+    for kp in orphans
+        .into_iter()
+        .filter(|k| k.metadata.uid.as_ref().is_some_and(|u| act.contains(u)))
+    {
+        let ns = kp.metadata.namespace.clone().unwrap_or_default();
+        let name = kp.metadata.name.clone().unwrap_or_default();
+        tracing::warn!(kuryrport = %format!("{ns}/{name}"), pod_uid = %kp.spec.pod_uid, "the KuryrPort's pod is gone: releasing its ports");
+        let kps: Api<KuryrPort> = Api::namespaced(ctx.kube.clone(), &ns);
+        release(ctx, &kps, kp).await?;
+        released += 1;
+    }
+    Ok(released)
 }
 
 /// Seconds since the pod was created (Kubernetes keeps whole seconds).
