@@ -105,7 +105,12 @@ async fn main() -> anyhow::Result<()> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let kube = kuryr_crds::kube_client(args.kubeconfig.as_deref())
+    let api_root = kuryr_crds::ApiRoot {
+        url: cfg.kubernetes.api_root.clone(),
+        token_file: cfg.kubernetes.token_file.clone(),
+        ca_file: cfg.kubernetes.ssl_ca_crt_file.clone(),
+    };
+    let kube = kuryr_crds::kube_client(args.kubeconfig.as_deref(), &api_root)
         .await
         .map_err(|e| anyhow::anyhow!("Kubernetes client: {e}"))?;
     let os = kuryr_openstack::Client::new(cloud_config(&cfg.neutron)?)?;

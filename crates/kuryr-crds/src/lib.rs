@@ -214,18 +214,80 @@ pub enum InstallError {
     NotEstablished(String),
 }
 
-/// A Kubernetes client from `kubeconfig`, or else as kubectl finds one
-/// (KUBECONFIG, ~/.kube/config, in-cluster).
+/// Where kuryr-kubernetes' `[kubernetes]` options say the API server is:
+/// `api_root` (URL), `token_file` (a bearer token, re-read as it changes)
+/// and `ssl_ca_crt_file` (CA bundle, PEM). Empty strings count as unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiRoot {
+    /// `api_root`.
+    pub url: Option<String>,
+    /// `token_file`.
+    pub token_file: Option<String>,
+    /// `ssl_ca_crt_file`.
+    pub ca_file: Option<String>,
+}
+
+impl ApiRoot {
+    /// A kubeconfig naming the API server, token and CA as `[kubernetes]`
+    /// does; `None` without `api_root`.
+    pub fn kubeconfig(&self) -> Option<kube::config::Kubeconfig> {
+        use kube::config::{
+            AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+        };
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let url = set(&self.url)?;
+        let name = "kuryr".to_string();
+        Some(Kubeconfig {
+            clusters: vec![NamedCluster {
+                name: name.clone(),
+                cluster: Some(Cluster {
+                    server: Some(url),
+                    certificate_authority: set(&self.ca_file),
+                    ..Default::default()
+                }),
+                other: Default::default(),
+            }],
+            auth_infos: vec![NamedAuthInfo {
+                name: name.clone(),
+                auth_info: Some(AuthInfo {
+                    token_file: set(&self.token_file),
+                    ..Default::default()
+                }),
+                other: Default::default(),
+            }],
+            contexts: vec![NamedContext {
+                name: name.clone(),
+                context: Some(Context {
+                    cluster: name.clone(),
+                    user: Some(name.clone()),
+                    ..Default::default()
+                }),
+                other: Default::default(),
+            }],
+            current_context: Some(name),
+            ..Default::default()
+        })
+    }
+}
+
+/// A Kubernetes client: from the kubeconfig file `kubeconfig` when given,
+/// else from `[kubernetes] api_root` (with its token and CA files) when set,
+/// else as kubectl would find it (in-cluster service account, `KUBECONFIG`,
+/// `~/.kube/config`).
 pub async fn kube_client(
     kubeconfig: Option<&std::path::Path>,
+    api_root: &ApiRoot,
 ) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
-    let cfg = match kubeconfig {
-        Some(p) => {
+    let cfg = match (kubeconfig, api_root.kubeconfig()) {
+        (Some(p), _) => {
             let kc = kube::config::Kubeconfig::read_from(p)
                 .map_err(|e| format!("reading {}: {e}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
-        None => kube::Config::infer().await?,
+        (None, Some(kc)) => kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| format!("[kubernetes] api_root, token_file, ssl_ca_crt_file: {e}"))?,
+        (None, None) => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(cfg)?)
 }
@@ -282,5 +344,54 @@ mod tests {
             serde_json::to_value(&st).unwrap()["subnetCIDR"],
             "10.0.0.0/24"
         );
+    }
+
+    /// A self-signed CA certificate (made for this test only).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBjDCCATOgAwIBAgIUf9ORItYa1hhgcla39fwkGi73fSIwCgYIKoZIzj0EAwIw\nGzEZMBcGA1UEAwwQa3VyeXItcnMgdGVzdCBDQTAgFw0yNjEyMDIyMjUyNTVaGA8y\nMTI2MTEwODIyNTI1NVowGzEZMBcGA1UEAwwQa3VyeXItcnMgdGVzdCBDQTBZMBMG\nByqGSM49AgEGCCqGSM49AwEHA0IABP1yq5QqMZsUAYoROGwfKRTAFJdbd/3+AvHj\n9I+M4+vhtlaKoEzCiBvO05LnQQO33ky1/x95Yo5qQlOjPm/hx/6jUzBRMB0GA1Ud\nDgQWBBTUiKZpcqvaZ6BVG5Nd4BuoOFrrLjAfBgNVHSMEGDAWgBTUiKZpcqvaZ6BV\nG5Nd4BuoOFrrLjAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDWt\nkjW7Lojx9dtsj/Qiub9NNGn9mGvvsqWyynGjsRe6AiAkHmI0dMzcvme+7ljBpd3u\noMCHQQKxfQHz6RfIrqDR0A==\n-----END CERTIFICATE-----\n";
+
+    #[tokio::test]
+    async fn api_root_token_and_ca_make_the_client_config() {
+        let dir = std::env::temp_dir().join(format!("kuryr-api-root-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, token) = (dir.join("ca.crt"), dir.join("token"));
+        std::fs::write(&ca, TEST_CA).unwrap();
+        std::fs::write(&token, "t0ken").unwrap();
+        let root = ApiRoot {
+            url: Some("https://10.0.0.1:6443".into()),
+            token_file: Some(token.to_string_lossy().into_owned()),
+            ca_file: Some(ca.to_string_lossy().into_owned()),
+        };
+        let kc = root.kubeconfig().expect("api_root set");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(cfg.cluster_url.to_string(), "https://10.0.0.1:6443/");
+        assert_eq!(
+            cfg.root_cert.as_ref().map(Vec::len),
+            Some(1),
+            "the CA bundle is read"
+        );
+        assert_eq!(
+            cfg.auth_info.token_file.as_deref(),
+            root.token_file.as_deref()
+        );
+        // a CA file that is not there is an error naming it, not a silent default
+        let missing = ApiRoot {
+            ca_file: Some(dir.join("nope.crt").to_string_lossy().into_owned()),
+            ..root.clone()
+        };
+        let e = match kube_client(None, &missing).await {
+            Ok(_) => panic!("a missing CA file was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("api_root"), "{e}");
+        // unset or empty api_root: no kubeconfig from it
+        assert!(ApiRoot::default().kubeconfig().is_none());
+        let empty = ApiRoot {
+            url: Some(String::new()),
+            ..Default::default()
+        };
+        assert!(empty.kubeconfig().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -82,7 +82,12 @@ async fn main() -> anyhow::Result<()> {
             .trim()
             .to_owned(),
     };
-    let client = kuryr_crds::kube_client(args.kubeconfig.as_deref())
+    let api_root = kuryr_crds::ApiRoot {
+        url: cfg.kubernetes.api_root.clone(),
+        token_file: cfg.kubernetes.token_file.clone(),
+        ca_file: cfg.kubernetes.ssl_ca_crt_file.clone(),
+    };
+    let client = kuryr_crds::kube_client(args.kubeconfig.as_deref(), &api_root)
         .await
         .map_err(|e| anyhow::anyhow!("Kubernetes client: {e}"))?;
     let settings = Settings {
