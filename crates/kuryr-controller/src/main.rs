@@ -88,10 +88,11 @@ fn cloud_config(
     neutron: &std::collections::BTreeMap<String, String>,
 ) -> anyhow::Result<CloudConfig> {
     if neutron.contains_key("auth_url") {
-        Ok(CloudConfig::from_vars(|var| {
-            var.strip_prefix("OS_")
-                .and_then(|k| neutron.get(&k.to_ascii_lowercase()).cloned())
-        })?)
+        let (c, warnings) = CloudConfig::from_keystoneauth(neutron)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(c)
     } else {
         Ok(CloudConfig::from_env()?)
     }

@@ -113,6 +113,77 @@ impl CloudConfig {
         })
     }
 
+    /// From a keystoneauth section as kuryr-kubernetes' `[neutron]` has it
+    /// (`auth_type`, `auth_url`, `username`, `password`, `project_name`,
+    /// `user_domain_name`, `project_domain_name`,
+    /// `application_credential_id`/`_secret`, ..., `region_name`,
+    /// `valid_interfaces`, `endpoint_override`, `cafile`, `insecure`), and a
+    /// warning for each option it does not act on.
+    pub fn from_keystoneauth(section: &BTreeMap<String, String>) -> Result<(Self, Vec<String>)> {
+        const AUTH: &[&str] = &[
+            "auth_type",
+            "auth_url",
+            "username",
+            "user_id",
+            "password",
+            "project_name",
+            "tenant_name",
+            "project_id",
+            "user_domain_name",
+            "user_domain_id",
+            "project_domain_name",
+            "project_domain_id",
+            "domain_name",
+            "application_credential_id",
+            "application_credential_name",
+            "application_credential_secret",
+            "token",
+        ];
+        const SESSION: &[&str] = &[
+            "region_name",
+            "valid_interfaces",
+            "endpoint_override",
+            "cafile",
+            "insecure",
+        ];
+        let mut auth: BTreeMap<String, String> = section
+            .iter()
+            .filter(|(k, _)| AUTH.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(t) = auth.remove("tenant_name") {
+            auth.entry("project_name".into()).or_insert(t);
+        }
+        let warnings = section
+            .keys()
+            .filter(|k| !AUTH.contains(&k.as_str()) && !SESSION.contains(&k.as_str()))
+            .map(|k| format!("[neutron] {k}: not a keystoneauth option kuryr-rs acts on; ignored"))
+            .collect();
+        let get = |k: &str| section.get(k).filter(|v| !v.is_empty()).cloned();
+        // keystoneauth's valid_interfaces is a list, in order of preference
+        let interface = get("valid_interfaces")
+            .and_then(|v| {
+                v.split(',')
+                    .map(|i| i.trim().trim_end_matches("URL").to_owned())
+                    .find(|i| !i.is_empty())
+            })
+            .unwrap_or_else(|| "public".into());
+        let endpoint_overrides = get("endpoint_override")
+            .map(|u| BTreeMap::from([("network".to_owned(), u)]))
+            .unwrap_or_default();
+        Ok((
+            Self {
+                auth: auth_from_map(&auth)?,
+                region: get("region_name"),
+                interface,
+                endpoint_overrides,
+                cacert: get("cafile").map(PathBuf::from),
+                insecure: get("insecure").is_some_and(|v| is_true(&v)),
+            },
+            warnings,
+        ))
+    }
+
     /// Cloud `cloud` of a `clouds.yaml` document.
     pub fn from_clouds_yaml(text: &str, cloud: &str) -> Result<Self> {
         let doc: Value = serde_yaml_ng::from_str(text)
@@ -321,5 +392,75 @@ clouds:
         assert!(missing.to_string().contains("OS_PASSWORD"), "{missing}");
         let none = CloudConfig::from_vars(|_| None).unwrap_err();
         assert!(none.to_string().contains("OS_AUTH_URL"), "{none}");
+    }
+
+    #[test]
+    fn reads_keystoneauth_names_as_kuryr_kubernetes_wrote_them() {
+        let section: BTreeMap<String, String> = [
+            ("auth_type", "password"),
+            ("auth_url", "https://keystone.example:5000/v3"),
+            ("username", "kuryr"),
+            ("password", "s3cret"),
+            ("project_name", "k8s"),
+            ("user_domain_name", "Default"),
+            ("project_domain_name", "Default"),
+            ("region_name", "RegionTwo"),
+            ("valid_interfaces", "internal, public"),
+            ("endpoint_override", "https://neutron.example:9696"),
+            ("cafile", "/etc/ssl/certs/openstack-ca.pem"),
+            ("insecure", "false"),
+            ("cacert", "/old/name.pem"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let (c, warnings) = CloudConfig::from_keystoneauth(&section).unwrap();
+        assert_eq!(
+            c.cacert,
+            Some(PathBuf::from("/etc/ssl/certs/openstack-ca.pem"))
+        );
+        assert_eq!(c.interface, "internal");
+        assert_eq!(c.region.as_deref(), Some("RegionTwo"));
+        assert_eq!(
+            c.endpoint_overrides.get("network").map(String::as_str),
+            Some("https://neutron.example:9696")
+        );
+        assert!(!c.insecure);
+        match &c.auth {
+            AuthMethod::Password {
+                auth_url,
+                user,
+                project,
+                ..
+            } => {
+                assert_eq!(auth_url, "https://keystone.example:5000/v3");
+                assert_eq!(user.name.as_deref(), Some("kuryr"));
+                assert_eq!(
+                    project.as_ref().and_then(|p| p.name.as_deref()),
+                    Some("k8s")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("cacert"), "{warnings:?}");
+        // application credentials
+        let ac: BTreeMap<String, String> = [
+            ("auth_type", "v3applicationcredential"),
+            ("auth_url", "https://keystone.example:5000/v3"),
+            ("application_credential_id", "ac-1"),
+            ("application_credential_secret", "sh"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let (c, w) = CloudConfig::from_keystoneauth(&ac).unwrap();
+        assert!(
+            matches!(c.auth, AuthMethod::ApplicationCredential { .. }),
+            "{:?}",
+            c.auth
+        );
+        assert!(w.is_empty());
+        assert_eq!(c.interface, "public");
     }
 }
