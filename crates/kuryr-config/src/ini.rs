@@ -1,5 +1,11 @@
-//! The INI dialect of oslo.config: `[section]`, `key = value` (or `:`),
-//! comments starting with `#` or `;`, values continued on indented lines.
+//! The INI dialect of oslo.config (its `iniparser`): `[section]`, `key =
+//! value` or `key: value` (whichever separator comes first), a value in
+//! matching quotes unquoted, lines starting with `#` or `;` as comments,
+//! and a value continued on indented lines, joined with newlines (a blank
+//! or comment line ends it; an indented line is always a continuation, even
+//! one starting with `#`). List options split the joined value on commas,
+//! as oslo's `ListOpt` does, so `a,` + `b` is `[a, b]` and `a,b` + `c` is
+//! `[a, "b\nc"]`.
 
 use std::collections::BTreeMap;
 
@@ -33,8 +39,9 @@ impl Ini {
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
             let line = raw.trim_end();
-            let trimmed = line.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            if line.is_empty() {
+                // a blank line ends a value continued over lines
+                last = None;
                 continue;
             }
             if line.starts_with([' ', '\t']) {
@@ -42,44 +49,61 @@ impl Ini {
                 if let (Some(s), Some(k)) = (&section, &last)
                     && let Some((v, _)) = ini.sections.get_mut(s).and_then(|m| m.get_mut(k))
                 {
-                    if !v.is_empty() {
-                        v.push('\n');
-                    }
-                    v.push_str(trimmed);
+                    v.push('\n');
+                    v.push_str(line.trim_start());
                     continue;
                 }
                 return Err(IniError {
                     line: n,
                     section: section.unwrap_or_default(),
-                    reason: "indented line continues no option".into(),
+                    reason:
+                        "indented line continues no option (a blank or comment line ends a value)"
+                            .into(),
                 });
             }
-            if let Some(rest) = trimmed.strip_prefix('[') {
+            last = None;
+            if line.starts_with(['#', ';']) {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('[') {
                 let name = rest.strip_suffix(']').ok_or_else(|| IniError {
                     line: n,
                     section: section.clone().unwrap_or_default(),
-                    reason: format!("`{trimmed}`: a section header ends with `]`"),
+                    reason: format!("`{line}`: a section header ends with `]`"),
                 })?;
                 let name = name.trim().to_owned();
+                if name.is_empty() {
+                    return Err(IniError {
+                        line: n,
+                        section: String::new(),
+                        reason: "empty section name".into(),
+                    });
+                }
                 ini.sections.entry(name.clone()).or_default();
                 section = Some(name);
-                last = None;
                 continue;
             }
             let Some(s) = &section else {
                 return Err(IniError {
                     line: n,
                     section: String::new(),
-                    reason: format!("`{trimmed}` is outside any [section]"),
+                    reason: format!("`{line}` is outside any [section]"),
                 });
             };
-            let pos = trimmed.find(['=', ':']).ok_or_else(|| IniError {
+            let pos = line.find(['=', ':']).ok_or_else(|| IniError {
                 line: n,
                 section: s.clone(),
-                reason: format!("`{trimmed}` is not `option = value`"),
+                reason: format!("`{line}` is not `option = value`"),
             })?;
-            let key = trimmed[..pos].trim().to_owned();
-            let value = trimmed[pos + 1..].trim().to_owned();
+            let key = line[..pos].trim().to_owned();
+            let mut value = line[pos + 1..].trim();
+            // a value in matching quotes is unquoted
+            if value.len() >= 2
+                && (value.starts_with('"') || value.starts_with('\''))
+                && value.ends_with(&value[..1])
+            {
+                value = &value[1..value.len() - 1];
+            }
             if key.is_empty() {
                 return Err(IniError {
                     line: n,
@@ -90,20 +114,8 @@ impl Ini {
             ini.sections
                 .get_mut(s)
                 .expect("section created")
-                .insert(key.clone(), (value, n));
+                .insert(key.clone(), (value.to_owned(), n));
             last = Some(key);
-        }
-        // a value continued over lines is a list (oslo ListOpt): join its lines with commas
-        for opts in ini.sections.values_mut() {
-            for (v, _) in opts.values_mut() {
-                if v.contains('\n') {
-                    *v = v
-                        .split('\n')
-                        .map(str::trim)
-                        .collect::<Vec<_>>()
-                        .join(if v.contains(',') { "" } else { "," });
-                }
-            }
         }
         Ok(ini)
     }
@@ -138,7 +150,8 @@ mod tests {
                 .unwrap();
         assert_eq!(ini.get("a", "x"), Some(("1", 3)));
         assert_eq!(ini.get("a", "y"), Some(("two words", 4)));
-        assert_eq!(ini.get("b", "z").map(|(v, _)| v), Some("p,q"));
+        // as oslo: the empty first line is part of the value
+        assert_eq!(ini.get("b", "z").map(|(v, _)| v), Some("\np,\nq"));
         assert_eq!(ini.get("b", "x"), Some(("4", 11)), "the last value wins");
         assert!(
             Ini::parse("[a\nx=1")
@@ -148,5 +161,34 @@ mod tests {
         );
         assert_eq!(Ini::parse("[a]\njunk\n").unwrap_err().line, 2);
         assert_eq!(Ini::parse("  indented\n").unwrap_err().line, 1);
+        assert!(
+            Ini::parse("[]\n")
+                .unwrap_err()
+                .reason
+                .contains("empty section")
+        );
+    }
+
+    #[test]
+    fn continuation_lines_join_with_newlines_as_oslo_does() {
+        let ini = Ini::parse("[a]\nl = a,b\n  c\nq = \"quoted value\"\ns = 'x'\nu = \"half\nh = #not a comment\n  # nor this\n").unwrap();
+        assert_eq!(
+            ini.get("a", "l").map(|(v, _)| v),
+            Some("a,b\nc"),
+            "not a,bc"
+        );
+        assert_eq!(ini.get("a", "q").map(|(v, _)| v), Some("quoted value"));
+        assert_eq!(ini.get("a", "s").map(|(v, _)| v), Some("x"));
+        assert_eq!(ini.get("a", "u").map(|(v, _)| v), Some("\"half"));
+        assert_eq!(
+            ini.get("a", "h").map(|(v, _)| v),
+            Some("#not a comment\n# nor this")
+        );
+        // a blank line or a comment line ends the value: what is indented
+        // after it continues nothing
+        let blank = Ini::parse("[a]\nl = a\n\n  b\n").unwrap_err();
+        assert_eq!(blank.line, 4);
+        let comment = Ini::parse("[a]\nl = a\n# c\n  b\n").unwrap_err();
+        assert_eq!(comment.line, 4);
     }
 }
