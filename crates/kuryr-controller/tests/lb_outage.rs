@@ -33,7 +33,15 @@ async fn a_service_made_while_octavia_is_stopped_converges_with_one_load_balance
                 },
             )
             .await?;
-        let ctl = start(ctx);
+        let ctl = start(ctx.clone());
+        // running: its start-up reconciliation (which needs Octavia) is done
+        wait_until(
+            "the controller ready",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async { Ok(ctx.metrics.is_ready().then_some(())) },
+        )
+        .await?;
         let name = unique_name("out-", 30);
         let klbs: Api<KuryrLoadBalancer> = Api::namespaced(h.kube.clone(), &h.ns);
         let uid = {

@@ -22,17 +22,10 @@ use kuryr_openstack::Query;
 use kuryr_stack_tests::echo::{EchoServer, ask};
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::plug::{VmPort, wait_port_active};
-use kuryr_stack_tests::{cmd::run, finally, unique_name, wait_until};
+use kuryr_stack_tests::{finally, unique_name, wait_until};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Every chassis has applied what OVN's northbound database holds now.
-fn ovn_applied(h: &Harness) -> anyhow::Result<()> {
-    let db = format!("--db={}", h.env.get("KURYR_STACK_OVN_NB")?);
-    run(&["ovn-nbctl", &db, "--timeout=30", "--wait=hv", "sync"])?;
-    Ok(())
-}
 
 fn spread(client: &VmPort, proto: &str, addr: &str, tries: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
@@ -129,7 +122,7 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
                     format!("{}/{name}:UDP:80", h.ns)
                 ]
             );
-            ovn_applied(&h)?;
+            lb::ovn_applied(&h)?;
             for proto in ["tcp", "udp"] {
                 let seen = spread(&client, proto, &format!("{vip}:80"), 40);
                 anyhow::ensure!(
@@ -150,7 +143,7 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
                 })
                 .await?;
             members(2).await?;
-            ovn_applied(&h)?;
+            lb::ovn_applied(&h)?;
             for proto in ["tcp", "udp"] {
                 let seen = spread(&client, proto, &format!("{vip}:80"), 20);
                 anyhow::ensure!(
@@ -218,7 +211,7 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             )
             .await?;
             assert_eq!(again.ip, vip, "the same VIP");
-            ovn_applied(&h)?;
+            lb::ovn_applied(&h)?;
             assert_eq!(ask(&client.ns, "tcp", &format!("{vip}:80"))?, "member-a");
 
             // the Service goes: the KuryrLoadBalancer, the load balancer, the finalizer
@@ -241,88 +234,6 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             );
             running.stop().await;
             drop((a, b, client));
-            Ok(())
-        })
-        .await
-    };
-    finally(body, h.cleanup()).await
-}
-
-/// A Service of type LoadBalancer gets a floating IP on the public network,
-/// written to its `status.loadBalancer.ingress`, and the host reaches the
-/// Service's endpoint through it; deleting the Service releases the
-/// floating IP it allocated.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_load_balancer_service_answers_the_host_on_its_floating_ip() -> anyhow::Result<()> {
-    let h = Harness::new("klbfip", "10.98.63.0/24").await?;
-    if !lb::provider_or_skip(&h, "LoadBalancer services reached on a floating IP")? {
-        return h.cleanup().await;
-    }
-    let public = h.env.get("KURYR_STACK_PUBLIC_NET")?.to_owned();
-    let s = Session::login(&h.env).await?;
-    let body = async {
-        with_undo(&s, async |undo| {
-            let net = lb::routed_net(&h, &s, undo).await?;
-            let a = VmPort::plug(&s, undo, &h.env, &net, None).await?;
-            wait_port_active(&s, &a.id).await?;
-            let _sa = EchoServer::start(&a.ns, "member-fip", &[8080], &[])?;
-            let conf = format!(
-                "{}[neutron_defaults]\nexternal_svc_net = {public}\n",
-                lb::conf(&h)?
-            );
-            let ctx = h.context(&conf, Options::default()).await?;
-            let running = start(ctx);
-
-            let name = unique_name("pub-", 30);
-            let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);
-            let slices: Api<EndpointSlice> = Api::namespaced(h.kube.clone(), &h.ns);
-            svcs.create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name},
-                    "spec": {"type": "LoadBalancer", "ports": [
-                        {"name": "tcp", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}))?,
-            )
-            .await?;
-            slices
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(json!({
-                        "metadata": {"name": format!("{name}-1"), "labels": {"kubernetes.io/service-name": name}},
-                        "addressType": "IPv4",
-                        "endpoints": [{"addresses": [a.ip], "conditions": {"ready": true}}],
-                        "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"}]}))?,
-                )
-                .await?;
-            let fip = wait_until("the Service's ingress IP", Duration::from_secs(120), Duration::from_millis(300), || async {
-                let svc = svcs.get(&name).await?;
-                Ok(svc
-                    .status
-                    .and_then(|s| s.load_balancer)
-                    .and_then(|l| l.ingress)
-                    .and_then(|i| i.into_iter().next())
-                    .and_then(|i| i.ip))
-            })
-            .await?;
-            let fips = h.os.neutron().list_floating_ips(&Query::new().filter("floating_ip_address", &fip)).await?;
-            assert_eq!(fips.len(), 1, "one floating IP {fip}: {fips:?}");
-            assert_eq!(fips[0].floating_network_id, public, "on the public network");
-            let fip_id = fips[0].id.clone();
-            ovn_applied(&h)?;
-            let answer = wait_until("an answer from the host through the floating IP", Duration::from_secs(30), Duration::from_millis(500), || async {
-                Ok(kuryr_stack_tests::echo::ask_from_host("tcp", &format!("{fip}:80")).ok())
-            })
-            .await?;
-            assert_eq!(answer, "member-fip");
-
-            svcs.delete(&name, &DeleteParams::default()).await?;
-            wait_until("service gone", Duration::from_secs(120), Duration::from_millis(300), || async {
-                Ok(svcs.get_opt(&name).await?.is_none().then_some(()))
-            })
-            .await?;
-            let left = h.os.neutron().list_floating_ips(&Query::new().filter("id", &fip_id)).await?;
-            assert!(left.is_empty(), "the floating IP allocated for the Service was released: {left:?}");
-            running.stop().await;
-            drop(a);
             Ok(())
         })
         .await

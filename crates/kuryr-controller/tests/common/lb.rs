@@ -172,3 +172,10 @@ pub async fn one_complete_lb(h: &Harness, name: &str, uid: &str) -> anyhow::Resu
     );
     Ok(())
 }
+
+/// Every chassis has applied what OVN's northbound database holds now.
+pub fn ovn_applied(h: &Harness) -> anyhow::Result<()> {
+    let db = format!("--db={}", h.env.get("KURYR_STACK_OVN_NB")?);
+    kuryr_stack_tests::cmd::run(&["ovn-nbctl", &db, "--timeout=30", "--wait=hv", "sync"])?;
+    Ok(())
+}
