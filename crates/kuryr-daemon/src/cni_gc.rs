@@ -1,8 +1,11 @@
 //! CNI GC (spec 1.1): which of the daemon's attachments a GC request says
 //! are no longer valid. Only attachments of the network the request names
-//! are considered, and a request whose list of valid attachments is missing
-//! or malformed is refused as a whole: nothing running is touched because
-//! a caller sent something odd.
+//! are considered, and a request whose list of valid attachments is
+//! malformed is refused as a whole: nothing running is touched because a
+//! caller sent something odd. An absent (or null) list is an empty one:
+//! libcni, the reference runtime library, leaves the key out when no
+//! attachment of the network is valid (`cnitool gc` with none), so that is
+//! what the spec's runtimes send.
 
 use crate::state::Attachment;
 use serde_json::Value;
@@ -20,14 +23,15 @@ pub fn stale(all: &[Attachment], config: &Value) -> Result<Vec<Attachment>, Stri
             ));
         }
     };
+    let none = Vec::new();
     let list = match config.get("cni.dev/valid-attachments") {
         Some(Value::Array(l)) => l,
+        None | Some(Value::Null) => &none,
         Some(other) => {
             return Err(format!(
                 "cni.dev/valid-attachments must be a list of {{containerID, ifname}}, got {other}"
             ));
         }
-        None => return Err("cni.dev/valid-attachments is missing".into()),
     };
     let mut valid = Vec::with_capacity(list.len());
     for (i, a) in list.iter().enumerate() {
@@ -101,6 +105,11 @@ mod tests {
         let wrong_if = json!({"name": "kuryr", "cni.dev/valid-attachments": [
             {"containerID": "a", "ifname": "net1"}, {"containerID": "b", "ifname": "eth0"}]});
         assert_eq!(ids(&stale(&all, &wrong_if).unwrap()), ["a"]);
+        // libcni leaves the list out when none is valid: all of kuryr's go
+        let absent = json!({"name": "kuryr"});
+        assert_eq!(ids(&stale(&all, &absent).unwrap()), ["a", "b"]);
+        let null = json!({"name": "kuryr", "cni.dev/valid-attachments": null});
+        assert_eq!(ids(&stale(&all, &null).unwrap()), ["a", "b"]);
     }
 
     #[test]
@@ -111,7 +120,10 @@ mod tests {
                 json!({"name": "kuryr", "cni.dev/valid-attachments": "notalist"}),
                 "must be a list",
             ),
-            (json!({"name": "kuryr"}), "missing"),
+            (
+                json!({"name": "kuryr", "cni.dev/valid-attachments": {"containerID": "a"}}),
+                "must be a list",
+            ),
             (
                 json!({"name": "kuryr", "cni.dev/valid-attachments": [{"containerID": "a"}]}),
                 "[0]",

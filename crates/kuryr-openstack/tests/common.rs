@@ -80,7 +80,20 @@ impl Created {
         for m in items.into_iter().rev() {
             let r = match &m {
                 Made::Network(id) => n.delete_network(id).await.map(|_| ()),
-                Made::Subnet(id) => n.delete_subnet(id).await.map(|_| ()),
+                Made::Subnet(id) => {
+                    // ports a create whose answer never came made anyway
+                    let q = kuryr_openstack::Query::new()
+                        .filter("fixed_ips", format!("subnet_id={id}"));
+                    if let Ok(ports) = n.list_ports(&q).await {
+                        for p in ports
+                            .iter()
+                            .filter(|p| !p.device_owner.starts_with("network:"))
+                        {
+                            let _ = n.delete_port(&p.id).await;
+                        }
+                    }
+                    n.delete_subnet(id).await.map(|_| ())
+                }
                 Made::SubnetPool(id) => n.delete_subnet_pool(id).await.map(|_| ()),
                 Made::Port(id) => n.delete_port(id).await.map(|_| ()),
                 Made::Trunk(id) => n.delete_trunk(id).await.map(|_| ()),

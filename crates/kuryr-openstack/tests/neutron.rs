@@ -288,7 +288,12 @@ async fn ports_tags_filters_pagination_and_updates() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn bulk_creates_100_ports() -> anyhow::Result<()> {
-    let c = common::client()?;
+    // one request makes 100 ports: on ML2/OVN that is 100 northbound
+    // transactions, over a minute on a loaded 2-core machine
+    let c = common::client_with(kuryr_openstack::ClientOptions {
+        request_timeout: std::time::Duration::from_secs(240),
+        ..Default::default()
+    })?;
     with_cleanup(&c, async |made| {
         let n = c.neutron();
         let (net, _) = net_and_subnet(&c, made, "10.231.2.0/24").await?;
