@@ -41,6 +41,9 @@ pub struct Options {
     /// it, as in kuryr-kubernetes, a pool is made when the first pod of
     /// its node needs a port, and kept at its minimum from then on.
     pub prefill_nodes: Option<String>,
+    /// `/healthz` fails once the watches, or every Neutron call, have
+    /// failed this long with no success in between (zero: never).
+    pub liveness_bound: Duration,
 }
 
 impl Default for Options {
@@ -56,6 +59,7 @@ impl Default for Options {
             lb_recheck: Duration::from_secs(120),
             instance: None,
             prefill_nodes: None,
+            liveness_bound: crate::health::DEFAULT_BOUND,
         }
     }
 }
@@ -249,7 +253,7 @@ impl Context {
             &cluster_id,
             cfg.pod_vif_nested.worker_nodes_subnets.clone(),
         ));
-        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let metrics = Arc::new(metrics::Metrics::new(options.liveness_bound));
         let vp = &cfg.vif_pool;
         let pool_interval = Duration::from_secs(u64::from(vp.ports_pool_update_frequency.max(1)));
         let pooled = k.vif_pool_driver != "noop";
@@ -267,11 +271,9 @@ impl Context {
             )
         });
         if let Some(p) = &pool {
-            let p = p.clone();
-            metrics.add_collector(Box::new(move |out: &mut String| render_pools(&p, out)));
+            metrics.register_collector(PoolPorts(p.clone()));
         }
-        let calls = os.clone();
-        metrics.add_collector(Box::new(move |out: &mut String| render_calls(&calls, out)));
+        metrics.register_collector(metrics::OpenStackRequests(os.clone()));
         let recorder = Recorder::new(
             kube.clone(),
             Reporter {
@@ -310,34 +312,38 @@ impl Context {
     }
 }
 
-fn render_pools(p: &ports::PortPool, out: &mut String) {
-    let name = "kuryr_pool_ports";
-    out.push_str(&format!(
-        "# HELP {name} Ports of each pool, by state (free, cooling, used).\n# TYPE {name} gauge\n"
-    ));
-    for (k, free, cooling, used) in p.sizes() {
-        for (state, v) in [("free", free), ("cooling", cooling), ("used", used)] {
-            out.push_str(&format!(
-                "{name}{{pool=\"{}\",subnet=\"{}\",state=\"{state}\"}} {v}\n",
-                metrics::escape(&k.host),
-                metrics::escape(&k.subnet_id)
-            ));
-        }
+/// `kuryr_pool_ports{pool,subnet,state}`: the ports of each pool.
+struct PoolPorts(Arc<ports::PortPool>);
+
+impl std::fmt::Debug for PoolPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolPorts").finish_non_exhaustive()
     }
 }
 
-fn render_calls(os: &kuryr_openstack::Client, out: &mut String) {
-    let name = "kuryr_openstack_requests_total";
-    out.push_str(&format!(
-        "# HELP {name} HTTP requests to OpenStack (retries included), by service, method, resource and result.\n# TYPE {name} counter\n"
-    ));
-    for (k, v) in os.call_counts() {
-        out.push_str(&format!(
-            "{name}{{service=\"{}\",method=\"{}\",resource=\"{}\",result=\"{}\"}} {v}\n",
-            k.service,
-            k.method,
-            metrics::escape(&k.resource),
-            k.result
-        ));
+impl prometheus_client::collector::Collector for PoolPorts {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let mut family = encoder.encode_descriptor(
+            "kuryr_pool_ports",
+            "Ports of each pool, by state (free, cooling, used).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (k, free, cooling, used) in self.0.sizes() {
+            for (state, v) in [("free", free), ("cooling", cooling), ("used", used)] {
+                let labels = [
+                    ("pool", k.host.as_str()),
+                    ("subnet", k.subnet_id.as_str()),
+                    ("state", state),
+                ];
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -19,6 +19,7 @@ pub mod drivers;
 pub mod error;
 pub mod gc;
 pub mod handlers;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
@@ -60,6 +61,7 @@ async fn startup_reconcile(ctx: &Context) {
         };
         match pass.await {
             Ok((r, orphans, lbs)) => {
+                ctx.metrics.set_reconciled();
                 tracing::info!(
                     in_use = r.in_use,
                     adopted = r.adopted,

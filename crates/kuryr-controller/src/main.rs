@@ -26,9 +26,13 @@ struct Args {
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Id of this cluster, tagged on every Neutron resource it makes
-    /// (`kuryr-cluster:<id>`), so several clusters can share a project.
-    #[arg(long, env = "KURYR_CLUSTER_ID", default_value = "kuryr")]
-    cluster_id: String,
+    /// (`kuryr-cluster:<id>`), so several clusters can share a project; a
+    /// controller never touches a resource tagged with another id. Default:
+    /// the UID of the cluster's kube-system namespace, unique per cluster.
+    /// (Earlier builds defaulted to `kuryr`: give `--cluster-id kuryr` to
+    /// keep managing what they made.)
+    #[arg(long, env = "KURYR_CLUSTER_ID")]
+    cluster_id: Option<String>,
     /// Handle only pods matching this label selector.
     #[arg(long)]
     pod_selector: Option<String>,
@@ -77,6 +81,11 @@ struct Args {
     /// Where /metrics, /healthz and /readyz are served.
     #[arg(long, env = "KURYR_METRICS_ADDRESS", default_value = "127.0.0.1:9654")]
     metrics_address: String,
+    /// Seconds the Kubernetes watches, or every Neutron call, may fail
+    /// with no success in between before /healthz answers 503 (so the
+    /// kubelet restarts the controller); 0: /healthz never fails.
+    #[arg(long, default_value_t = 120)]
+    liveness_bound: u64,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -139,14 +148,25 @@ async fn main() -> anyhow::Result<()> {
         lb_recheck: Duration::from_secs(args.lb_recheck.max(1)),
         instance: Some(lease.identity.clone()),
         prefill_nodes: args.pool_prefill_nodes,
+        liveness_bound: Duration::from_secs(args.liveness_bound),
     };
+    let cluster_id = match args.cluster_id.filter(|c| !c.is_empty()) {
+        Some(c) => c,
+        None => kuryr_crds::cluster_identity(&kube)
+            .await
+            .context("reading the cluster's identity (the kube-system namespace's UID)")?
+            .context("the kube-system namespace has no UID: give --cluster-id")?,
+    };
+    tracing::info!(cluster_id = %cluster_id, "cluster identity (tag kuryr-cluster:<id>)");
     let ctx = Arc::new(
-        kuryr_controller::Context::new(kube.clone(), os, &cfg, args.cluster_id, options).await?,
+        kuryr_controller::Context::new(kube.clone(), os, &cfg, cluster_id, options).await?,
     );
     let (addr, _metrics) =
         kuryr_controller::metrics::serve(&args.metrics_address, ctx.metrics.clone())
             .await
             .with_context(|| format!("serving metrics on {}", args.metrics_address))?;
+    // leader or not, /healthz reflects whether Kubernetes and Neutron answer
+    tokio::spawn(kuryr_controller::health::probe(ctx.clone()));
     for w in &ctx.warnings {
         tracing::warn!("{w}");
     }

@@ -75,6 +75,10 @@ pub enum Step {
     CreatePort,
     /// The VIF is stored but not ACTIVE yet: check Neutron again.
     CheckActive,
+    /// The KuryrPort holds a VIF kuryr-rs cannot read (a class it does not
+    /// implement, or junk): nothing is touched for this pod, a Warning
+    /// event says why.
+    Unreadable,
     /// The pod is going away: release its port and KuryrPort.
     Release,
     /// Released: take the pod finalizer off.
@@ -127,6 +131,7 @@ pub fn next_step(pod: &Pod, kp: Option<&KuryrPort>) -> Step {
         None => Step::CreateKuryrPort,
         Some(_) if !kp_is_ours => Step::ReleaseStale,
         Some(k) => match &k.status {
+            Some(st) if !st.unreadable.is_empty() => Step::Unreadable,
             Some(st) if !st.vifs.is_empty() => {
                 if st.all_active() {
                     Step::Nothing
@@ -199,9 +204,9 @@ mod tests {
                     bridge_name: "br-int".into(),
                 },
             };
-            k.status = Some(KuryrPortStatus {
-                vifs: [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
-            });
+            k.status = Some(KuryrPortStatus::new(
+                [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
+            ));
         }
         k
     }
@@ -260,6 +265,34 @@ mod tests {
             next_step(&pod("u1", done), Some(&kp("u1", Some(true)))),
             Step::Release
         );
+    }
+
+    #[test]
+    fn a_kuryrport_with_an_unreadable_vif_is_left_alone_until_its_pod_goes() {
+        let mut k: KuryrPort = serde_json::from_value(json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+            "metadata": {"name": "web-0", "namespace": "ns"},
+            "spec": {"podUid": "u1", "podNodeName": "node-1"},
+            "status": {"vifs": {"eth0": {"default": true, "vif": {
+                "versioned_object.name": "VIFVHostUser",
+                "versioned_object.namespace": "os_vif",
+                "versioned_object.version": "1.1",
+                "versioned_object.data": {"id": "p-vhu"}}}}}
+        }))
+        .expect("an unreadable VIF does not fail the object");
+        let p = pod("u1", serde_json::from_str(FIN).unwrap());
+        assert_eq!(next_step(&p, Some(&k)), Step::Unreadable);
+        let mut gone: serde_json::Value = serde_json::from_str(FIN).unwrap();
+        merge(
+            &mut gone,
+            json!({"metadata": {"deletionTimestamp": "2026-11-22T12:00:00Z"}}),
+        );
+        assert_eq!(next_step(&pod("u1", gone), Some(&k)), Step::Release);
+        // another pod's: released as stale like any other
+        let p2 = pod("u2", serde_json::from_str(FIN).unwrap());
+        assert_eq!(next_step(&p2, Some(&k)), Step::ReleaseStale);
+        k.status = None;
+        assert_eq!(next_step(&p, Some(&k)), Step::CreatePort);
     }
 
     #[test]

@@ -41,8 +41,9 @@ async fn known(ctx: &Context) -> Result<Known, Error> {
     let kps: Api<KuryrPort> = Api::all(ctx.kube.clone());
     let mut k = Known::default();
     for kp in kps.list(&ListParams::default()).await?.items {
-        for e in kp.status.iter().flat_map(|s| s.vifs.values()) {
-            k.referenced.insert(e.vif.id.clone());
+        // a VIF that cannot be read still holds its port
+        for id in kp.status.iter().flat_map(|s| s.port_ids()) {
+            k.referenced.insert(id.to_owned());
         }
     }
     let pods: Api<Pod> = Api::all(ctx.kube.clone());

@@ -854,3 +854,100 @@ async fn an_exhausted_port_quota_leaves_nothing_untagged() -> anyhow::Result<()>
     })
     .await
 }
+
+// ------------------------------------------------------------------ unreadable VIF
+
+/// A KuryrPort holding a VIF class kuryr-rs does not implement (upstream's
+/// `VIFVHostUser`) stalls nothing: the controller starts, lists and serves
+/// the other pods; that object gets a Warning event and is left exactly as
+/// written; its port is not taken for a leak by start-up reconciliation;
+/// and when its pod goes, the KuryrPort is released like any other.
+#[tokio::test]
+async fn a_kuryrport_with_an_unreadable_vif_is_skipped_and_the_rest_goes_on() -> anyhow::Result<()>
+{
+    let h = Harness::new("funread", "10.227.0.0/24").await?;
+    let body = async {
+        let ctx = h.context("", options()).await?;
+        // before the controller: the odd pod, its port (made as the
+        // controller makes a pod's, so tagged for the cluster), and a
+        // KuryrPort whose VIF names that port in a class kuryr-rs lacks
+        let mut odd = h.pod("odd-0", NODE)?;
+        odd.metadata.finalizers = Some(vec![kuryr_crds::POD_FINALIZER.into()]);
+        let odd = h.pods.create(&PostParams::default(), &odd).await?;
+        let uid = odd.metadata.uid.clone().unwrap_or_default();
+        let (port, _) = ctx.drivers.ensure_pod_port(&uid, NODE).await?;
+        let vhu = json!({"default": true, "vif": {
+            "versioned_object.name": "VIFVHostUser",
+            "versioned_object.namespace": "os_vif",
+            "versioned_object.version": "1.1",
+            "versioned_object.data": {"id": port.id, "address": port.mac_address,
+                "mode": "server", "path": "/var/run/openvswitch/vhu0",
+                "vif_name": "vhu0", "has_traffic_filtering": true, "active": true,
+                "preserve_on_delete": false, "plugin": "ovs"}}});
+        let raw = json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+            "metadata": {"name": "odd-0",
+                         "labels": {kuryr_crds::NODE_NAME_LABEL: NODE},
+                         "finalizers": [kuryr_crds::KURYRPORT_FINALIZER]},
+            "spec": {"podUid": uid, "podNodeName": NODE},
+            "status": {"vifs": {"eth0": vhu, "net1": "junk"}}
+        });
+        let dynamic: Api<kube::api::DynamicObject> = Api::namespaced_with(
+            h.kube.clone(),
+            &h.ns,
+            &kube::api::ApiResource::erase::<kuryr_crds::KuryrPort>(&()),
+        );
+        dynamic
+            .create(&PostParams::default(), &serde_json::from_value(raw)?)
+            .await?;
+        let stored = |d: kube::api::DynamicObject| d.data["status"].clone();
+        let before = stored(dynamic.get("odd-0").await?);
+
+        let ctl = run_ctl(ctx.clone());
+        // start-up reconciliation, listing and the handlers go on
+        let fine = h.create_pods(&names("fine", 1), NODE).await?.remove(0);
+        let vif = h.vif_of("fine-0", &fine, Duration::from_secs(90)).await?;
+        assert!(
+            h.os.neutron().get_port(&vif.id).await.is_ok(),
+            "the other pod got its port"
+        );
+        let ev = wait_event(&h, "odd-0", "UnreadableVif", Duration::from_secs(60)).await?;
+        let note = ev.note.unwrap_or_default();
+        assert!(note.contains("VIFVHostUser"), "{note}");
+        assert_eq!(
+            ev.regarding.and_then(|r| r.kind).as_deref(),
+            Some("KuryrPort"),
+            "the event is about the KuryrPort (the pod gets one too)"
+        );
+        assert_eq!(ev.type_.as_deref(), Some("Warning"));
+        assert!(ctl.alive());
+        // left exactly as written, its port not taken for a leak
+        assert_eq!(stored(dynamic.get("odd-0").await?), before);
+        assert!(
+            h.os.neutron().get_port(&port.id).await.is_ok(),
+            "the unreadable VIF's port is still in use"
+        );
+
+        // its pod goes: released like any other (the port by its pod tag)
+        h.delete_pod("odd-0").await?;
+        wait_until(
+            "the unreadable KuryrPort released",
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || async { Ok(h.kps.get_opt("odd-0").await?.is_none().then_some(())) },
+        )
+        .await?;
+        assert!(
+            h.os.neutron()
+                .get_port(&port.id)
+                .await
+                .is_err_and(|e| e.is_not_found()),
+            "the odd pod's port was released with it"
+        );
+        h.delete_pod("fine-0").await?;
+        h.wait_pod_gone("fine-0", Duration::from_secs(60)).await?;
+        ctl.stop().await;
+        nothing_left(&h).await
+    };
+    finally(body, h.cleanup()).await
+}

@@ -175,3 +175,117 @@ async fn pools_fill_lend_take_back_and_survive_a_restart() -> anyhow::Result<()>
     };
     finally(body, h.cleanup()).await
 }
+
+/// Two clusters' controllers on one project and subnet: each cluster's
+/// identity is its own (by default the UID of its kube-system namespace), and
+/// a controller's reconciliation neither deletes, adopts nor retags the
+/// other's ports, free pool ports included. With one shared identity (the
+/// fixed default `kuryr` of before), the second cluster's reconciliation
+/// classified the first's free pool ports as its own: adopted into its
+/// pools, or deleted as leaks.
+#[tokio::test]
+async fn two_clusters_on_one_project_leave_each_other_alone() -> anyhow::Result<()> {
+    let h = Harness::new("twoc", "10.226.0.0/24").await?;
+    let node = unique_name("kuryr-twoc-node-", 50);
+    let other = unique_name("c", 30);
+    let body = async {
+        // the default identity: kube-system's UID, the same at every call
+        let id = kuryr_crds::cluster_identity(&h.kube).await?;
+        let ks: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(h.kube.clone());
+        let uid = ks.get("kube-system").await?.metadata.uid;
+        assert!(id.is_some());
+        assert_eq!(id, uid);
+        assert_eq!(id, kuryr_crds::cluster_identity(&h.kube).await?);
+
+        h.make_node(&node, "192.0.2.11").await?;
+        let ctx = h.context(POOL_CONF, options(&h)).await?;
+        let ctl = start(ctx.clone());
+        let names = ["web-0".to_string()];
+        let uids = h.create_pods(&names, &node).await?;
+        let used = h.vif_of("web-0", &uids[0], Duration::from_secs(60)).await?;
+        let mine = wait_until(
+            "pool refilled beside the pod",
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || async {
+                let ports = h.cluster_ports().await?;
+                let free = ports.iter().filter(|p| p.name == FREE_PORT_NAME).count();
+                Ok((free >= 3).then_some(ports))
+            },
+        )
+        .await?;
+        ctl.stop().await;
+        let snapshot = |ports: &[kuryr_openstack::types::neutron::Port]| {
+            let mut v: Vec<(String, String, String, Vec<String>)> = ports
+                .iter()
+                .map(|p| {
+                    let mut t = p.tags.clone();
+                    t.sort();
+                    (p.id.clone(), p.name.clone(), p.device_id.clone(), t)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let before = snapshot(&mine);
+
+        // the other cluster: same project, network and subnet, same pod
+        // selector, pools on; its start-up and a periodic pass
+        let cfg = h.config(&format!("{POOL_CONF}[node_port]\nenabled = false\n"))?;
+        let ctx_b = std::sync::Arc::new(
+            kuryr_controller::Context::new(
+                h.kube.clone(),
+                h.os.clone(),
+                &cfg,
+                other.clone(),
+                Options {
+                    pod_selector: Some(format!("kuryr-test={}", h.label)),
+                    ..options(&h)
+                },
+            )
+            .await?,
+        );
+        let first = startup::reconcile(&ctx_b, None).await?;
+        let mut prev = BTreeSet::new();
+        startup::reconcile(&ctx_b, Some(&mut prev)).await?;
+        let second = startup::reconcile(&ctx_b, Some(&mut prev)).await?;
+        for r in [&first, &second] {
+            assert_eq!(
+                r,
+                &startup::Report::default(),
+                "the other cluster saw nothing of this one"
+            );
+        }
+        assert_eq!(
+            snapshot(&h.cluster_ports().await?),
+            before,
+            "this cluster's ports untouched"
+        );
+        assert!(
+            h.os.neutron().get_port(&used.id).await.is_ok(),
+            "the pod's port is still there"
+        );
+        let theirs =
+            h.os.neutron()
+                .list_ports(&kuryr_openstack::Query::new().tags([plan::cluster_tag(&other)]))
+                .await?;
+        assert!(theirs.is_empty(), "{theirs:?}");
+        anyhow::Ok(())
+    };
+    finally(body, async {
+        let r = h.cleanup().await;
+        // the other cluster's groups, if it made any
+        if let Ok(gs) = h
+            .os
+            .neutron()
+            .list_security_groups(&kuryr_openstack::Query::new().tags([plan::cluster_tag(&other)]))
+            .await
+        {
+            for g in gs {
+                let _ = h.os.neutron().delete_security_group(&g.id).await;
+            }
+        }
+        r
+    })
+    .await
+}

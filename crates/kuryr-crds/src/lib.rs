@@ -75,14 +75,123 @@ pub struct VifEntry {
 /// Status of a KuryrPort: the pod's VIFs by interface name. As in
 /// kuryr-kubernetes the CRD has no status subresource: status is written
 /// with a patch of the object itself.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+///
+/// The CRD leaves `vifs` free-form, so anyone who may write KuryrPorts can
+/// put there a VIF class kuryr-rs does not implement (kuryr-kubernetes'
+/// `VIFVHostUser`, `VIFDPDKNested`) or junk. Reading such an entry never
+/// fails the object, which would stall every list and watch of
+/// KuryrPorts: it is kept in [`Self::unreadable`] with the reason, written
+/// back as it was, and each reader decides what to do with that one pod.
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct KuryrPortStatus {
     /// `{ifname: {default, vif}}`.
-    #[serde(default)]
     pub vifs: BTreeMap<String, VifEntry>,
+    /// Entries of `vifs` that cannot be read, by interface name.
+    pub unreadable: BTreeMap<String, Unreadable>,
+}
+
+/// An entry of a KuryrPort's `vifs` that kuryr-rs cannot read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unreadable {
+    /// The entry as it is stored.
+    pub raw: serde_json::Value,
+    /// Why it cannot be read.
+    pub error: String,
+}
+
+impl Unreadable {
+    /// The Neutron port id the entry names, if it names one the way os-vif
+    /// does (`vif.versioned_object.data.id`).
+    pub fn port_id(&self) -> Option<&str> {
+        self.raw
+            .get("vif")?
+            .get("versioned_object.data")?
+            .get("id")?
+            .as_str()
+    }
+}
+
+/// The stored form of [`KuryrPortStatus`].
+#[derive(Serialize, Deserialize)]
+struct StatusWire {
+    #[serde(default)]
+    vifs: BTreeMap<String, serde_json::Value>,
+}
+
+impl Serialize for KuryrPortStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut vifs = BTreeMap::new();
+        for (k, u) in &self.unreadable {
+            vifs.insert(k.clone(), u.raw.clone());
+        }
+        for (k, e) in &self.vifs {
+            vifs.insert(
+                k.clone(),
+                serde_json::to_value(e).map_err(serde::ser::Error::custom)?,
+            );
+        }
+        StatusWire { vifs }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for KuryrPortStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = StatusWire::deserialize(d)?;
+        let mut st = KuryrPortStatus::default();
+        for (k, raw) in wire.vifs {
+            match VifEntry::deserialize(&raw) {
+                Ok(e) => {
+                    st.vifs.insert(k, e);
+                }
+                Err(e) => {
+                    st.unreadable.insert(
+                        k,
+                        Unreadable {
+                            raw,
+                            error: e.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(st)
+    }
 }
 
 impl KuryrPortStatus {
+    /// A status holding `vifs`.
+    pub fn new(vifs: BTreeMap<String, VifEntry>) -> Self {
+        Self {
+            vifs,
+            unreadable: BTreeMap::new(),
+        }
+    }
+
+    /// The Neutron ports of every entry, readable or not (an unreadable
+    /// one counts when it names its port as os-vif does).
+    pub fn port_ids(&self) -> impl Iterator<Item = &str> {
+        self.vifs
+            .values()
+            .map(|e| e.vif.id.as_str())
+            .chain(self.unreadable.values().filter_map(Unreadable::port_id))
+    }
+
+    /// Why interface `ifname` cannot be read, if it cannot (the default
+    /// interface answers for a name without an entry, as for readable VIFs).
+    pub fn unreadable_for(&self, ifname: &str) -> Option<&Unreadable> {
+        if self.vifs.contains_key(ifname) {
+            return None;
+        }
+        self.unreadable.get(ifname).or_else(|| {
+            if self.default_vif().is_some() {
+                return None;
+            }
+            self.unreadable
+                .values()
+                .find(|u| u.raw.get("default").and_then(serde_json::Value::as_bool) == Some(true))
+        })
+    }
+
     /// The default VIF, if any.
     pub fn default_vif(&self) -> Option<&Vif> {
         self.vifs.values().find(|e| e.default).map(|e| &e.vif)
@@ -161,6 +270,19 @@ pub const CRD_MANIFESTS: [(&str, &str); 3] = [
         include_str!("../crds/kuryrloadbalancer.yaml"),
     ),
 ];
+
+/// The namespace whose UID names a cluster by default.
+pub const IDENTITY_NAMESPACE: &str = "kube-system";
+
+/// This cluster's identity when none is configured: the UID of its
+/// `kube-system` namespace, made once with the cluster and never again, so
+/// two clusters sharing an OpenStack project never take each other's
+/// resources for their own (a fixed default would make them one cluster to
+/// each other's garbage collection and pools).
+pub async fn cluster_identity(client: &kube::Client) -> Result<Option<String>, kube::Error> {
+    let nss: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    Ok(nss.get_metadata(IDENTITY_NAMESPACE).await?.metadata.uid)
+}
 
 /// The CRDs as objects.
 pub fn crds() -> Result<Vec<CustomResourceDefinition>, serde_yaml_ng::Error> {
@@ -297,6 +419,88 @@ mod tests {
     use super::*;
     use kube::Resource;
     use serde_json::json;
+
+    fn vhostuser() -> serde_json::Value {
+        json!({"default": true, "vif": {
+            "versioned_object.name": "VIFVHostUser",
+            "versioned_object.namespace": "os_vif",
+            "versioned_object.version": "1.1",
+            "versioned_object.data": {"id": "port-vhu", "mode": "server",
+                                      "path": "/var/run/vhu/sock"}}})
+    }
+
+    #[test]
+    fn an_unreadable_vif_is_kept_as_written_and_does_not_fail_the_object() {
+        let raw = json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+            "metadata": {"name": "a", "namespace": "ns"},
+            "spec": {"podUid": "u", "podNodeName": "n"},
+            "status": {"vifs": {"eth0": vhostuser(), "net1": "junk", "net2": {"default": 3}}}
+        });
+        let kp: KuryrPort = serde_json::from_value(raw.clone()).expect("object still read");
+        let st = kp.status.clone().expect("status");
+        assert!(st.vifs.is_empty());
+        assert_eq!(
+            st.unreadable.keys().collect::<Vec<_>>(),
+            ["eth0", "net1", "net2"]
+        );
+        assert!(
+            st.unreadable["eth0"].error.contains("VIFVHostUser"),
+            "{}",
+            st.unreadable["eth0"].error
+        );
+        assert_eq!(st.unreadable["eth0"].port_id(), Some("port-vhu"));
+        assert_eq!(st.unreadable["net1"].port_id(), None);
+        assert_eq!(st.port_ids().collect::<Vec<_>>(), ["port-vhu"]);
+        // written back exactly as it was: a status write loses nothing
+        let back = serde_json::to_value(&kp).unwrap();
+        assert_eq!(back["status"], raw["status"]);
+        // the default interface answers for a name without an entry
+        assert!(st.unreadable_for("eth0").is_some());
+        assert!(st.unreadable_for("eth9").is_some());
+        assert!(st.unreadable_for("net1").is_some());
+    }
+
+    #[test]
+    fn readable_vifs_beside_an_unreadable_one_are_read() {
+        let ok = serde_json::to_value(VifEntry {
+            default: true,
+            vif: Vif {
+                id: "port-ok".into(),
+                address: "fa:16:3e:00:00:01".into(),
+                network: VifNetwork {
+                    id: "n".into(),
+                    label: "l".into(),
+                    bridge: None,
+                    mtu: None,
+                    subnets: vec![],
+                },
+                plugin: "ovs".into(),
+                active: true,
+                preserve_on_delete: false,
+                has_traffic_filtering: true,
+                vif_name: "tapport-ok".into(),
+                kind: VifKind::OpenVSwitch {
+                    bridge_name: "br-int".into(),
+                },
+            },
+        })
+        .unwrap();
+        let mut bad = vhostuser();
+        bad["default"] = json!(false);
+        let st: KuryrPortStatus =
+            serde_json::from_value(json!({"vifs": {"eth0": ok, "net1": bad}})).unwrap();
+        assert_eq!(st.default_vif().map(|v| v.id.as_str()), Some("port-ok"));
+        assert!(st.unreadable_for("eth0").is_none());
+        assert!(
+            st.unreadable_for("eth7").is_none(),
+            "the default VIF answers"
+        );
+        assert!(st.unreadable_for("net1").is_some());
+        let mut ids: Vec<&str> = st.port_ids().collect();
+        ids.sort();
+        assert_eq!(ids, ["port-ok", "port-vhu"]);
+    }
 
     #[test]
     fn resource_names_match_kuryr_kubernetes() {

@@ -7,6 +7,7 @@
 pub mod bind;
 pub mod cache;
 pub mod cni_gc;
+pub mod health;
 pub mod link;
 pub mod metrics;
 pub mod netns;
@@ -23,7 +24,6 @@ use state::{Attachment, Phase, Store};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Plugin-specific CNI error codes (100 and up, as the spec asks).
@@ -38,6 +38,8 @@ pub mod errcode {
     pub const CHECK_FAILED: u32 = 103;
     /// The state directory cannot be written.
     pub const STATE_FAILED: u32 = 104;
+    /// The pod's KuryrPort holds a VIF kuryr-rs cannot read.
+    pub const UNREADABLE_VIF: u32 = 105;
 }
 
 /// The daemon's settings.
@@ -55,6 +57,9 @@ pub struct Settings {
     pub mtu: Option<u32>,
     /// How long an ADD waits for the VIF to appear and to become active.
     pub vif_timeout: Duration,
+    /// How long the KuryrPort watch may fail without an event, or
+    /// ovsdb-server go unanswered, before `/alive` fails.
+    pub unhealthy_after: Duration,
 }
 
 /// The daemon: shared by every request.
@@ -71,6 +76,8 @@ pub struct Daemon {
     pub state: Store,
     /// Metrics.
     pub metrics: metrics::Metrics,
+    /// What `/alive` and `/ready` answer from.
+    pub health: health::Health,
     host: netns::NsNetlink,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     reaper: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Attachment>>>,
@@ -96,7 +103,7 @@ impl<'a> Waiting<'a> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(container_id.to_owned(), cancel.clone());
-        daemon.metrics.adds_waiting.fetch_add(1, Ordering::Relaxed);
+        daemon.metrics.adds_waiting.inc();
         Self {
             daemon,
             container_id: container_id.to_owned(),
@@ -125,10 +132,7 @@ impl Drop for Waiting<'_> {
         {
             w.remove(&self.container_id);
         }
-        self.daemon
-            .metrics
-            .adds_waiting
-            .fetch_sub(1, Ordering::Relaxed);
+        self.daemon.metrics.adds_waiting.dec();
     }
 }
 
@@ -178,6 +182,7 @@ impl Daemon {
         let host = netns::NsNetlink::from_parts(handle, task);
         let d = Self {
             ovs: ovsdb::Ovsdb::new(&settings.ovsdb),
+            health: health::Health::new(settings.unhealthy_after),
             settings,
             cache,
             netns: netns::NetnsThread::new(),
@@ -339,7 +344,7 @@ impl Daemon {
             let t = Instant::now();
             match bind::prepare(&self.env(), &vif, &att).await {
                 Ok(()) => {
-                    self.metrics.prepared_total.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.prepared_total.inc();
                     tracing::debug!(port = %port, took = ?t.elapsed(), "VIF prepared ahead of its pod");
                 }
                 Err(e) => {
@@ -374,7 +379,7 @@ impl Daemon {
     fn count_attachments(&self) {
         self.metrics
             .attachments
-            .store(self.state.len() as u64, Ordering::Relaxed);
+            .set(i64::try_from(self.state.len()).unwrap_or(i64::MAX));
     }
 
     /// Handles one request body from kuryr-cni.
@@ -428,7 +433,6 @@ impl Daemon {
             .cloned()
             .unwrap_or_default();
         let pod = req.args.get("K8S_POD_NAME").cloned().unwrap_or_default();
-        let uid = req.args.get("K8S_POD_UID").cloned();
         if ns.is_empty() || pod.is_empty() {
             return Err(cni_err(
                 code::INVALID_ENVIRONMENT,
@@ -436,6 +440,24 @@ impl Daemon {
                 "K8S_POD_NAMESPACE and K8S_POD_NAME are needed",
             ));
         }
+        // the VIF is the pod's by UID, never by name: a runtime that passes
+        // no UID gets the pod's from the API, so a stale KuryrPort of an
+        // earlier pod of the same name is never bound
+        let uid = match req.args.get("K8S_POD_UID").filter(|u| !u.is_empty()) {
+            Some(u) => u.clone(),
+            None => self.cache.pod_uid(&ns, &pod).await.map_err(|e| match e {
+                cache::UidError::NoPod => cni_err(
+                    code::INVALID_ENVIRONMENT,
+                    "no such pod",
+                    format!("CNI_ARGS gives no K8S_POD_UID and pod {ns}/{pod} does not exist"),
+                ),
+                cache::UidError::Api(e) => cni_err(
+                    code::TRY_AGAIN_LATER,
+                    "cannot read the pod's UID",
+                    format!("CNI_ARGS gives no K8S_POD_UID and pod {ns}/{pod} cannot be read: {e}"),
+                ),
+            })?,
+        };
         let lock = self.lock_of(&req.container_id);
         let _g = lock.lock().await;
         let prior = self.state.get(&req.container_id, &req.ifname);
@@ -450,29 +472,39 @@ impl Daemon {
         let t_wait = Instant::now();
         let timeout = self.settings.vif_timeout;
         let ifname = req.ifname.clone();
-        let uid_ok = |kp: &KuryrPort| uid.as_deref().is_none_or(|u| u == kp.spec.pod_uid);
         let waiting = Waiting::new(self, &req.container_id);
         let found = waiting
             .unless_deleted(self.cache.wait_for(&ns, &pod, timeout, |kp| {
-                let kp = kp.filter(|k| uid_ok(k))?;
+                let kp = kp.filter(|k| k.spec.pod_uid == uid)?;
+                if let Some(u) = kp.status.as_ref().and_then(|s| s.unreadable_for(&ifname)) {
+                    return Some(Err(u.error.clone()));
+                }
                 let vif = vif_for(kp, &ifname)?;
-                Some((kp.spec.pod_uid.clone(), vif.clone()))
+                Some(Ok(vif.clone()))
             }))
             .await
             .ok_or_else(|| cancelled_by_del("the pod's VIF"))?;
-        let Some((pod_uid, vif)) = found else {
-            return Err(cni_err(
-                code::TRY_AGAIN_LATER,
-                "timed out waiting for the pod's VIF",
-                format!(
-                    "no VIF for {ifname} in KuryrPort {ns}/{pod}{} after {}s; is kuryr-controller running?",
-                    uid.as_deref()
-                        .map(|u| format!(" (pod uid {u})"))
-                        .unwrap_or_default(),
-                    timeout.as_secs()
-                ),
-            ));
+        let vif = match found {
+            Some(Ok(vif)) => vif,
+            Some(Err(why)) => {
+                return Err(cni_err(
+                    errcode::UNREADABLE_VIF,
+                    "the pod's VIF cannot be read",
+                    format!("KuryrPort {ns}/{pod}, interface {ifname}: {why}"),
+                ));
+            }
+            None => {
+                return Err(cni_err(
+                    code::TRY_AGAIN_LATER,
+                    "timed out waiting for the pod's VIF",
+                    format!(
+                        "no VIF for {ifname} in KuryrPort {ns}/{pod} (pod uid {uid}) after {}s; is kuryr-controller running?",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
         };
+        let pod_uid = uid.clone();
         let driver = bind::driver_of(&vif);
         let (host_links, ovs_port) = bind::planned(driver, &vif);
         let mut att = Attachment {
@@ -524,7 +556,7 @@ impl Daemon {
             match bind::adopt(&env, &vif, &p, &att).await {
                 Ok(()) => {
                     adopted = true;
-                    self.metrics.adopted_total.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.adopted_total.inc();
                 }
                 Err(e @ (BindError::Clash(_) | BindError::Netns(_))) => {
                     let cerr = bind_err(e);
@@ -771,7 +803,7 @@ impl Daemon {
         tracing::info!(container = %att.container_id, pod = %format!("{}/{}", att.pod_namespace, att.pod_name), reason = why, "removing a stale attachment");
         self.undo(att).await;
         if self.state.get(&att.container_id, &att.ifname).is_none() {
-            self.metrics.gc_removed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.gc_removed.inc();
         }
     }
 
@@ -779,7 +811,7 @@ impl Daemon {
     /// gone are unplugged and forgotten, and OVS ports kuryr made for a
     /// container no record knows are deleted. Returns how many were removed.
     pub async fn gc(&self) -> usize {
-        let before = self.metrics.gc_removed.load(Ordering::Relaxed);
+        let before = self.metrics.gc_removed.get();
         for att in self
             .state
             .filter(|a| a.phase != Phase::Prepared && !std::path::Path::new(&a.netns).exists())
@@ -804,14 +836,14 @@ impl Daemon {
                         tracing::info!(port = %p.name, container = %p.external_ids[ovsdb::CONTAINER_KEY], "removing an OVS port no attachment records");
                         if let Ok(true) = self.ovs.del_port(&p.name).await {
                             let _ = link::delete(&self.host.handle, &p.name).await;
-                            self.metrics.gc_removed.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.gc_removed.inc();
                         }
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "GC: cannot list OVS ports"),
         }
-        (self.metrics.gc_removed.load(Ordering::Relaxed) - before) as usize
+        (self.metrics.gc_removed.get() - before) as usize
     }
 }
 

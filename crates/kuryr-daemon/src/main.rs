@@ -62,6 +62,12 @@ struct Args {
     /// and every prepared port slows ovs-vswitchd's reconfiguration.
     #[arg(long, env = "KURYR_DAEMON_PREPARE_VIFS")]
     prepare_vifs: bool,
+    /// Seconds the KuryrPort watch may fail without an event, or
+    /// ovsdb-server go unanswered, before /alive fails and the kubelet
+    /// restarts the daemon (kuryr.conf's [cni_health_server] has no such
+    /// option).
+    #[arg(long, env = "KURYR_DAEMON_UNHEALTHY_AFTER", default_value_t = 120)]
+    unhealthy_after: u64,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -99,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         link_iface: cfg.binding.link_iface.clone(),
         mtu: cfg.neutron_defaults.network_device_mtu,
         vif_timeout: Duration::from_secs(cfg.cni_daemon.vif_annotation_timeout.into()),
+        unhealthy_after: Duration::from_secs(args.unhealthy_after),
     };
     let socket = args
         .socket
@@ -110,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
     if args.prepare_vifs {
         daemon.start_preparer();
     }
+    let probe = kuryr_daemon::health::start_probe(&daemon);
     let (addr, _health) = server::serve_health(&args.metrics_address, daemon.clone())
         .await
         .with_context(|| format!("serving metrics on {}", args.metrics_address))?;
@@ -150,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         t.abort();
     }
     gc.abort();
+    probe.abort();
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

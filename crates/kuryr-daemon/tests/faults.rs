@@ -417,3 +417,168 @@ async fn a_del_cancels_the_add_of_its_container_waiting_for_a_vif() -> anyhow::R
     })
     .await
 }
+
+/// A KuryrPort on this node that holds a VIF kuryr-rs cannot read (an
+/// upstream class it does not implement, and junk) is in the daemon's first
+/// list: the daemon still becomes ready, binds the node's other pods, and
+/// refuses that pod's ADD at once with its own CNI error. And a runtime
+/// that passes no `K8S_POD_UID` gets the pod's UID resolved from the API:
+/// a KuryrPort of an earlier pod of the same name is never bound.
+#[tokio::test]
+async fn an_unreadable_kuryrport_fails_only_its_pod_and_no_uid_is_resolved() -> anyhow::Result<()> {
+    with_namespace(&["k8s", "ovs"], |env, client, ns| async move {
+        let node = kuryr_stack_tests::unique_name("kd-node-", 40);
+        let dynamic: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &kube::api::ApiResource::erase::<kuryr_crds::KuryrPort>(&()),
+        );
+        for (name, vifs) in [
+            (
+                "pod-vhu",
+                serde_json::json!({"eth0": {"default": true, "vif": {
+                    "versioned_object.name": "VIFVHostUser",
+                    "versioned_object.namespace": "os_vif",
+                    "versioned_object.version": "1.1",
+                    "versioned_object.data": {"id": "5f0c0000-0000-4000-8000-00000000a001",
+                        "mode": "server", "path": "/var/run/openvswitch/vhu0"}}}}),
+            ),
+            ("pod-junk", serde_json::json!({"eth0": "junk"})),
+        ] {
+            let kp = serde_json::json!({
+                "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+                "metadata": {"name": name, "labels": {kuryr_crds::NODE_NAME_LABEL: node}},
+                "spec": {"podUid": format!("uid-{name}"), "podNodeName": node},
+                "status": {"vifs": vifs}
+            });
+            dynamic
+                .create(
+                    &kube::api::PostParams::default(),
+                    &serde_json::from_value(kp)?,
+                )
+                .await?;
+        }
+        // ready means its cache synced over the unreadable objects
+        let d = Daemon::start_on(
+            &env,
+            &node,
+            &[("KURYR_CNI_DAEMON__VIF_ANNOTATION_TIMEOUT", "3")],
+        )?;
+        let conf = d.conf("1.1.0");
+        let pod_ns = Netns::new("kdu")?;
+        let netns = format!("/var/run/netns/{}", pod_ns.name);
+        for name in ["pod-vhu", "pod-junk"] {
+            let uid = format!("uid-{name}");
+            let call = CniCall {
+                command: "ADD",
+                container_id: "cid-u-1",
+                netns: &netns,
+                ifname: "eth0",
+                pod: (&ns, name, &uid),
+            };
+            let (rc, out) = cni(&call, &conf);
+            assert_eq!((rc, out["code"].as_u64()), (1, Some(105)), "{out}");
+            assert!(
+                out["msg"].as_str().unwrap_or("").contains("cannot be read"),
+                "{out}"
+            );
+            assert!(ovs_ports_of(&env, "cid-u-1").is_empty());
+        }
+        // the node's other pods are bound
+        let vif = fake_vif(40, "10.250.4.0/24", true);
+        kuryrport(
+            &client,
+            &ns,
+            "pod-fine",
+            "uid-fine",
+            &d.node,
+            Some(vif.clone()),
+        )
+        .await?;
+        let fine = CniCall {
+            command: "ADD",
+            container_id: "cid-u-2",
+            netns: &netns,
+            ifname: "eth0",
+            pod: (&ns, "pod-fine", "uid-fine"),
+        };
+        let (rc, out) = cni(&fine, &conf);
+        assert_eq!(rc, 0, "{out}");
+        let (rc, out) = cni(
+            &CniCall {
+                command: "DEL",
+                ..fine
+            },
+            &conf,
+        );
+        assert_eq!(rc, 0, "{out}");
+
+        // no K8S_POD_UID: a KuryrPort of the name is not enough
+        let stale = fake_vif(41, "10.250.4.0/24", true);
+        kuryrport(&client, &ns, "pod-named", "uid-stale", &d.node, Some(stale)).await?;
+        let named = CniCall {
+            container_id: "cid-u-3",
+            pod: (&ns, "pod-named", ""),
+            ..fine
+        };
+        let (rc, out) = cni(&named, &conf);
+        assert_eq!(
+            (rc, out["code"].as_u64()),
+            (1, Some(4)),
+            "no such pod: {out}"
+        );
+        assert!(ovs_ports_of(&env, "cid-u-3").is_empty());
+        // the pod exists (on a node no kubelet serves), with another UID
+        let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(client.clone(), &ns);
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pod-named"},
+            "spec": {"nodeName": d.node, "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "c", "image": "localhost/kuryr-test/busybox:latest"}]}
+        }))?;
+        let pod = pods.create(&kube::api::PostParams::default(), &pod).await?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let (rc, out) = cni(&named, &conf);
+        assert_eq!(
+            (rc, out["code"].as_u64()),
+            (1, Some(11)),
+            "the stale KuryrPort is not the pod's: {out}"
+        );
+        assert!(out["msg"].as_str().unwrap_or("").contains("VIF"), "{out}");
+        assert!(ovs_ports_of(&env, "cid-u-3").is_empty());
+        // the KuryrPort made for this pod is bound
+        let kps: kube::Api<kuryr_crds::KuryrPort> = kube::Api::namespaced(client.clone(), &ns);
+        kps.patch(
+            "pod-named",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"podUid": uid}})),
+        )
+        .await?;
+        set_vif(
+            &client,
+            &ns,
+            "pod-named",
+            &fake_vif(42, "10.250.4.0/24", true),
+        )
+        .await?;
+        let (rc, out) = cni(&named, &conf);
+        assert_eq!(rc, 0, "{out}");
+        assert_eq!(ovs_ports_of(&env, "cid-u-3").len(), 1);
+        let (rc, out) = cni(
+            &CniCall {
+                command: "DEL",
+                ..named
+            },
+            &conf,
+        );
+        assert_eq!(rc, 0, "{out}");
+        assert!(ovs_ports_of(&env, "cid-u-3").is_empty());
+        pods.delete(
+            "pod-named",
+            &kube::api::DeleteParams::default().grace_period(0),
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}

@@ -42,6 +42,7 @@ pub(crate) async fn run(
         wake,
         |mut rx| async move { rx.recv().await.map(|x| (x, rx)) },
     );
+    let metrics = ctx.metrics.clone();
     Controller::new(pods, cfg)
         // a KuryrPort changing (or deleted behind our back) wakes its pod
         .watches(kps, watcher::Config::default(), |kp: KuryrPort| {
@@ -51,9 +52,13 @@ pub(crate) async fn run(
         .reconcile_on(wake)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "reconcile");
+        .for_each(|res| {
+            // the watches' progress is what /healthz judges
+            metrics.health.watch_result(&res, std::time::Instant::now());
+            async move {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "reconcile");
+                }
             }
         })
         .await;
@@ -220,9 +225,9 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
                 // ACTIVE is what Neutron says after this pod is plugged,
                 // never what a pool port's old description said
                 vif.active = false;
-                let status = KuryrPortStatus {
-                    vifs: [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
-                };
+                let status = KuryrPortStatus::new(
+                    [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
+                );
                 let patched = kps
                     .patch(
                         &name,
@@ -322,6 +327,24 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
                     ));
                 }
             }
+            Step::Unreadable => {
+                let k = kp.as_ref().expect("plan: Unreadable has a KuryrPort");
+                let why = unreadable_note(k);
+                tracing::warn!(pod = %format!("{ns}/{name}"), %why, "KuryrPort left as it is");
+                use kube::Resource;
+                publish_event(
+                    ctx,
+                    &k.object_ref(&()),
+                    EventType::Warning,
+                    "SetUpNetwork",
+                    "UnreadableVif",
+                    why.clone(),
+                )
+                .await;
+                event(ctx, &pod, EventType::Warning, "UnreadableVif", why).await;
+                ctx.metrics.count_error("UnreadableVif");
+                return Ok(Action::await_change());
+            }
             Step::Release | Step::ReleaseStale => {
                 let k = kp.take().expect("plan: Release has a KuryrPort");
                 release(ctx, &kps, &k).await?;
@@ -329,6 +352,20 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
         }
     }
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// What a Warning event says about a KuryrPort with unreadable VIFs.
+fn unreadable_note(kp: &KuryrPort) -> String {
+    let what: Vec<String> = kp
+        .status
+        .iter()
+        .flat_map(|s| s.unreadable.iter())
+        .map(|(ifname, u)| format!("{ifname}: {}", u.error))
+        .collect();
+    format!(
+        "KuryrPort holds a VIF kuryr-rs cannot read ({}); the pod's network is left as it is and no other pod is affected",
+        what.join("; ")
+    )
 }
 
 /// Whether Neutron really has no port `id` (the batched list said so).
@@ -449,7 +486,7 @@ pub(crate) async fn release_orphans(
         .list_ports(
             &Query::new()
                 .tags([plan::cluster_tag(&ctx.cluster_id)])
-                .fields(["id"]),
+                .fields(["id", "network_id"]),
         )
         .await?
         .into_iter()
@@ -458,11 +495,7 @@ pub(crate) async fn release_orphans(
     let found: std::collections::BTreeSet<String> = orphans
         .iter()
         .filter(|k| {
-            let ids: Vec<&String> = k
-                .status
-                .iter()
-                .flat_map(|s| s.vifs.values().map(|e| &e.vif.id))
-                .collect();
+            let ids: Vec<&str> = k.status.iter().flat_map(|s| s.port_ids()).collect();
             ids.is_empty() || ids.iter().any(|id| ours.contains(*id))
         })
         .filter_map(|k| k.metadata.uid.clone())

@@ -58,7 +58,16 @@ fn free_port() -> u16 {
 impl Daemon {
     /// Starts a daemon for node `node` (env: extra variables, e.g. config overrides).
     pub fn start(env: &StackEnv, extra_env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let node = unique_name("kd-node-", 40);
+        Self::start_on(env, &unique_name("kd-node-", 40), extra_env)
+    }
+
+    /// The same for a node name chosen by the caller.
+    pub fn start_on(
+        env: &StackEnv,
+        node: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let node = node.to_owned();
         let dir = std::env::temp_dir().join(unique_name("kuryr-daemon-test-", 60));
         std::fs::create_dir_all(&dir)?;
         let mut d = Self {
@@ -228,6 +237,12 @@ pub fn cni(call: &CniCall, conf: &Value) -> (i32, Value) {
 
 pub fn cni_raw(call: &CniCall, stdin: &[u8]) -> (i32, Value) {
     let (ns, name, uid) = call.pod;
+    // an empty uid: a runtime that passes none
+    let uid = if uid.is_empty() {
+        String::new()
+    } else {
+        format!(";K8S_POD_UID={uid}")
+    };
     let mut c = Command::new(cni_bin())
         .env("CNI_COMMAND", call.command)
         .env("CNI_CONTAINERID", call.container_id)
@@ -236,7 +251,7 @@ pub fn cni_raw(call: &CniCall, stdin: &[u8]) -> (i32, Value) {
         .env("CNI_PATH", "/nonexistent")
         .env(
             "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};K8S_POD_UID={uid}"),
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}{uid}"),
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -347,8 +362,8 @@ pub async fn kuryrport(
     );
     kp.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), node.to_string())].into());
     kp.metadata.finalizers = Some(vec![KURYRPORT_FINALIZER.into()]);
-    kp.status = vif.map(|vif| KuryrPortStatus {
-        vifs: [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
+    kp.status = vif.map(|vif| {
+        KuryrPortStatus::new([(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into())
     });
     Ok(api.create(&PostParams::default(), &kp).await?)
 }
@@ -356,8 +371,8 @@ pub async fn kuryrport(
 /// Sets (or replaces) the VIF of a KuryrPort.
 pub async fn set_vif(client: &kube::Client, ns: &str, name: &str, vif: &Vif) -> anyhow::Result<()> {
     let api: Api<KuryrPort> = Api::namespaced(client.clone(), ns);
-    let status = KuryrPortStatus {
-        vifs: [(
+    let status = KuryrPortStatus::new(
+        [(
             DEFAULT_IFNAME.to_string(),
             VifEntry {
                 default: true,
@@ -365,7 +380,7 @@ pub async fn set_vif(client: &kube::Client, ns: &str, name: &str, vif: &Vif) -> 
             },
         )]
         .into(),
-    };
+    );
     api.patch(
         name,
         &kube::api::PatchParams::default(),
