@@ -11,7 +11,7 @@ use crate::vlan::VlanIds;
 use k8s_openapi::api::core::v1::Node;
 use kuryr_crds::VifKind;
 use kuryr_openstack::types::neutron::{
-    AddressPair, FixedIp, Port, PortCreate, PortUpdate, SubPort,
+    AddressPair, FixedIp, NetworkIpAvailability, Port, PortCreate, PortUpdate, SubPort,
 };
 use kuryr_openstack::{Error, Query, TaggedResource};
 use std::collections::HashMap;
@@ -111,6 +111,50 @@ pub enum DriverError {
     },
 }
 
+impl DriverError {
+    /// Whether Neutron answered 404 (a port or trunk that is gone).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::OpenStack(e) if e.is_not_found())
+    }
+}
+
+/// Whether the VM found for a node is still that node's: its port holds
+/// one of the node's InternalIPs. A replaced VM (new port, new address)
+/// or a node whose addresses changed fails this.
+pub fn vm_matches(vm: &NodeVm, internal_ips: &[String]) -> bool {
+    vm.port
+        .fixed_ips
+        .iter()
+        .filter_map(|f| f.ip_address.as_deref())
+        .any(|ip| internal_ips.iter().any(|n| n == ip))
+}
+
+/// The InternalIPs of a Node.
+pub fn internal_ips(node: &Node) -> Vec<String> {
+    node.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+        .collect()
+}
+
+/// Free addresses of `subnet` from its network's IP availability:
+/// `Some(None)` for IPv6 (never runs out), `None` when the subnet is not
+/// in the answer.
+pub fn free_of(a: &NetworkIpAvailability, subnet: &str) -> Option<Option<usize>> {
+    let s = a
+        .subnet_ip_availability
+        .iter()
+        .find(|s| s.subnet_id == subnet)?;
+    if s.ip_version == 6 {
+        return Some(None);
+    }
+    Some(Some(
+        usize::try_from(s.total_ips.saturating_sub(s.used_ips)).unwrap_or(usize::MAX),
+    ))
+}
+
 /// The drivers with what they share: the OpenStack client, the port
 /// settings, the tags, the node VMs found so far and the VLAN ids taken on
 /// each trunk.
@@ -130,6 +174,8 @@ pub struct Drivers {
     vms: Mutex<HashMap<String, NodeVm>>,
     vlans: Mutex<HashMap<String, Arc<Mutex<VlanIds>>>>,
     vm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Whether network-ip-availabilities may be asked (until refused).
+    ip_availability: std::sync::atomic::AtomicBool,
 }
 
 impl Drivers {
@@ -154,6 +200,7 @@ impl Drivers {
             vms: Mutex::default(),
             vlans: Mutex::default(),
             vm_locks: Mutex::default(),
+            ip_availability: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -179,14 +226,7 @@ impl Drivers {
             return Ok(vm.clone());
         }
         let nodes: kube::Api<Node> = kube::Api::all(self.kube.clone());
-        let n = nodes.get(node).await?;
-        let ips: Vec<String> = n
-            .status
-            .iter()
-            .flat_map(|s| s.addresses.iter().flatten())
-            .filter(|a| a.type_ == "InternalIP")
-            .map(|a| a.address.clone())
-            .collect();
+        let ips = internal_ips(&nodes.get(node).await?);
         let mut found = None;
         for ip in &ips {
             let q = Query::new().filter("fixed_ips", format!("ip_address={ip}"));
@@ -229,6 +269,56 @@ impl Drivers {
         let vm = NodeVm { port, trunk_id };
         self.vms.lock().await.insert(node.to_owned(), vm.clone());
         Ok(vm)
+    }
+
+    /// The VM found for `node` so far, if any (no lookup).
+    pub async fn vm_of(&self, node: &str) -> Option<NodeVm> {
+        self.vms.lock().await.get(node).cloned()
+    }
+
+    /// Forgets the VM found for `node`: the next pod of that node looks it
+    /// up again. Answers whether one was known.
+    pub async fn forget_vm(&self, node: &str) -> bool {
+        let gone = self.vms.lock().await.remove(node);
+        if let Some(vm) = &gone {
+            tracing::info!(node, port = %vm.port.id, trunk = vm.trunk_id.as_deref().unwrap_or("-"), "the node's VM is looked up again");
+        }
+        gone.is_some()
+    }
+
+    /// Forgets every node VM whose trunk (`trunk`) or port (`port`) Neutron
+    /// no longer has.
+    async fn forget_gone(&self, trunk: Option<&str>, port: Option<&str>) {
+        let nodes: Vec<String> = self
+            .vms
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, vm)| {
+                (trunk.is_some() && vm.trunk_id.as_deref() == trunk)
+                    || port == Some(vm.port.id.as_str())
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in nodes {
+            self.forget_vm(&n).await;
+        }
+    }
+
+    /// A Node changed (`Some`) or was deleted (`None`): the VM found for it
+    /// is forgotten when it no longer holds one of the node's InternalIPs.
+    pub async fn node_changed(&self, name: &str, node: Option<&Node>) {
+        let stale = {
+            let vms = self.vms.lock().await;
+            match (vms.get(name), node) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(vm), Some(n)) => !vm_matches(vm, &internal_ips(n)),
+            }
+        };
+        if stale {
+            self.forget_vm(name).await;
+        }
     }
 
     /// The trunk of a nested-vlan node.
@@ -348,16 +438,29 @@ impl Drivers {
     async fn place(&self, port: &Port, node: &str) -> Result<Option<u16>, DriverError> {
         match self.kind {
             DriverKind::NeutronVif => Ok(None),
+            // a VM replaced since it was found (its trunk or port is gone:
+            // 404, and forgotten) is looked up again, once
             DriverKind::NestedVlan => {
+                let one = std::slice::from_ref(&port.id);
                 let trunk = self.trunk_of(node).await?;
-                let vids = self
-                    .add_subports(&trunk, std::slice::from_ref(&port.id))
-                    .await?;
+                let vids = match self.add_subports(&trunk, one).await {
+                    Err(e) if e.is_not_found() => {
+                        let trunk = self.trunk_of(node).await?;
+                        self.add_subports(&trunk, one).await?
+                    }
+                    r => r?,
+                };
                 Ok(vids.first().copied())
             }
             DriverKind::NestedMacvlan => {
                 let vm = self.node_vm(node).await?;
-                self.edit_pairs(&vm.port.id, port, true).await?;
+                match self.edit_pairs(&vm.port.id, port, true).await {
+                    Err(e) if e.is_not_found() => {
+                        let vm = self.node_vm(node).await?;
+                        self.edit_pairs(&vm.port.id, port, true).await?;
+                    }
+                    r => r?,
+                }
                 Ok(None)
             }
         }
@@ -371,7 +474,16 @@ impl Drivers {
         ports: &[String],
     ) -> Result<Vec<u16>, DriverError> {
         let n = self.os.neutron();
-        let have = n.get_subports(trunk).await?;
+        let have = match n.get_subports(trunk).await {
+            Ok(h) => h,
+            Err(e) => {
+                if e.is_not_found() {
+                    // the node's VM was replaced: find it again next time
+                    self.forget_gone(Some(trunk), None).await;
+                }
+                return Err(e.into());
+            }
+        };
         let mut out = vec![0u16; ports.len()];
         let mut missing = Vec::new();
         for (i, id) in ports.iter().enumerate() {
@@ -466,7 +578,15 @@ impl Drivers {
             .clone();
         let _g = lock.lock().await;
         let n = self.os.neutron();
-        let vm = n.get_port(vm_port).await?;
+        let vm = match n.get_port(vm_port).await {
+            Ok(p) => p,
+            Err(e) => {
+                if e.is_not_found() {
+                    self.forget_gone(None, Some(vm_port)).await;
+                }
+                return Err(e.into());
+            }
+        };
         let mine: Vec<AddressPair> = pod_port
             .fixed_ips
             .iter()
@@ -560,9 +680,30 @@ impl Drivers {
     }
 
     /// Addresses of the pod subnet's allocation pools no port holds
-    /// (IPv4; `None` for IPv6, where they never run out).
+    /// (IPv4; `None` for IPv6, where they never run out). Neutron's
+    /// network-ip-availabilities answers that in one small reply; where
+    /// policy refuses it (it is admin only by default) the subnet's ports
+    /// are counted instead, listing only their ids.
     pub async fn free_addresses(&self) -> Result<Option<usize>, DriverError> {
         let n = self.os.neutron();
+        if self
+            .ip_availability
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            match n.network_ip_availability(&self.settings.network_id).await {
+                Ok(a) => {
+                    if let Some(free) = free_of(&a, &self.settings.subnet_id) {
+                        return Ok(free);
+                    }
+                }
+                Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
+                    tracing::info!(error = %e, "network-ip-availabilities refused: counting the pod subnet's ports before each pool batch instead");
+                    self.ip_availability
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let subnet = n.get_subnet(&self.settings.subnet_id).await?;
         let mut size: u64 = 0;
         for p in &subnet.allocation_pools {
@@ -630,10 +771,15 @@ impl Drivers {
             DriverKind::NestedMacvlan => {
                 if let Some(node) = node {
                     match n.get_port(port_id).await {
-                        Ok(p) => {
-                            let vm = self.node_vm(node).await?;
-                            self.edit_pairs(&vm.port.id, &p, false).await?;
-                        }
+                        // a VM port that is gone took its pairs with it
+                        Ok(p) => match self.node_vm(node).await {
+                            Ok(vm) => match self.edit_pairs(&vm.port.id, &p, false).await {
+                                Err(e) if !e.is_not_found() => return Err(e),
+                                _ => {}
+                            },
+                            Err(DriverError::NoVm(_)) => {}
+                            Err(e) => return Err(e),
+                        },
                         Err(e) if e.is_not_found() => return Ok(false),
                         Err(e) => return Err(e.into()),
                     }
@@ -644,11 +790,11 @@ impl Drivers {
     }
 
     /// The VIF kind of a port placed by this driver.
-    pub fn vif_kind(&self, ovs_bridge: &str, vlan: Option<u16>) -> VifKind {
+    pub fn vif_kind(&self, port: &Port, ovs_bridge: &str, vlan: Option<u16>) -> VifKind {
         match self.kind {
-            DriverKind::NeutronVif => VifKind::OpenVSwitch {
-                bridge_name: ovs_bridge.to_owned(),
-            },
+            // what Neutron bound the port to: a hybrid plug where the
+            // iptables_hybrid firewall filters on a Linux bridge
+            DriverKind::NeutronVif => VifKind::from_binding(port, ovs_bridge).0,
             DriverKind::NestedVlan => VifKind::VlanNested {
                 vlan_id: vlan.unwrap_or(0),
             },
@@ -665,6 +811,57 @@ impl Drivers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_addresses_come_from_the_subnets_own_availability() {
+        let a: NetworkIpAvailability = serde_json::from_value(serde_json::json!({
+            "network_id": "n", "total_ips": 300, "used_ips": 12,
+            "subnet_ip_availability": [
+                {"subnet_id": "s4", "ip_version": 4, "total_ips": 253, "used_ips": 10},
+                {"subnet_id": "s6", "ip_version": 6, "total_ips": 18446744073709551615u64, "used_ips": 2},
+                {"subnet_id": "full", "ip_version": 4, "total_ips": 5, "used_ips": 7}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(free_of(&a, "s4"), Some(Some(243)));
+        assert_eq!(free_of(&a, "s6"), Some(None), "IPv6 never runs out");
+        assert_eq!(
+            free_of(&a, "full"),
+            Some(Some(0)),
+            "the gateway's router port counts too"
+        );
+        assert_eq!(free_of(&a, "other"), None, "not this network's subnet");
+    }
+
+    #[test]
+    fn a_vm_matches_its_node_only_while_its_port_holds_an_internal_ip() {
+        let port: Port = serde_json::from_value(serde_json::json!({
+            "id": "p1", "network_id": "n",
+            "fixed_ips": [{"subnet_id": "s", "ip_address": "10.0.0.5"}]
+        }))
+        .unwrap();
+        let vm = NodeVm {
+            port,
+            trunk_id: Some("t1".into()),
+        };
+        assert!(vm_matches(&vm, &["10.0.0.5".into()]));
+        assert!(vm_matches(&vm, &["fd00::5".into(), "10.0.0.5".into()]));
+        assert!(
+            !vm_matches(&vm, &["10.0.0.6".into()]),
+            "a replaced VM's new address"
+        );
+        assert!(!vm_matches(&vm, &[]), "a node with no InternalIP left");
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "w"},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "w"},
+                {"type": "InternalIP", "address": "10.0.0.5"},
+                {"type": "ExternalIP", "address": "172.24.4.9"}
+            ]}
+        }))
+        .unwrap();
+        assert_eq!(internal_ips(&node), vec!["10.0.0.5".to_string()]);
+    }
 
     #[test]
     fn pod_macs_are_stable_unicast_and_differ_by_pod_and_cluster() {

@@ -135,6 +135,7 @@ pub async fn run(
     }
     if ctx.handlers.pods {
         tasks.push(tokio::spawn(handlers::node::run(ctx.clone())));
+        tasks.push(tokio::spawn(handlers::node_vm::run(ctx.clone())));
     }
     if !ctx.options.gc_interval.is_zero() {
         let c = ctx.clone();

@@ -575,6 +575,16 @@ async fn full_subnet_pooled() -> anyhow::Result<()> {
             let p = h.os.neutron().get_port(&v.id).await?;
             assert_eq!(p.binding_host_id, node);
         }
+        // what a batch may ask for came from one small answer, not from a
+        // list of every port on the subnet
+        let asked: u64 = ctx
+            .os
+            .call_counts()
+            .iter()
+            .filter(|(k, _)| k.resource == "network-ip-availabilities" && k.result == "2xx")
+            .map(|(_, n)| n)
+            .sum();
+        assert!(asked > 0, "pool batches ask Neutron's IP availability");
         assert!(ctl.alive(), "the controller is still running");
         ctl.stop().await;
         anyhow::Ok(())

@@ -712,3 +712,119 @@ async fn nested_node_without_a_vm_port_gets_an_event_and_no_port() -> anyhow::Re
     };
     finally(body, w.cleanup()).await
 }
+
+/// A node VM's port with address `ip` on the worker subnet, and a trunk
+/// with that port as parent: the VM a node gets when it is replaced.
+async fn new_vm(h: &Harness, wk: &Worker, ip: Option<&str>) -> anyhow::Result<(Port, String)> {
+    let n = h.os.neutron();
+    let vm = n
+        .create_port(&PortCreate {
+            network_id: wk.subnet.network_id.clone(),
+            name: Some(unique_name("nested-vm-", 40)),
+            fixed_ips: Some(vec![FixedIp {
+                subnet_id: Some(wk.subnet.id.clone()),
+                ip_address: ip.map(str::to_owned),
+            }]),
+            ..Default::default()
+        })
+        .await?;
+    let trunk = n
+        .create_trunk(&TrunkCreate {
+            port_id: vm.id.clone(),
+            name: Some(unique_name("nested-trunk-", 40)),
+            ..Default::default()
+        })
+        .await?
+        .id;
+    Ok((vm, trunk))
+}
+
+#[tokio::test]
+async fn a_replaced_node_vm_is_found_again_without_a_restart() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let w = World::new("nrepl", "10.230.5.0/24").await?;
+    let h = &w.h;
+    let node = unique_name("kuryr-nrepl-node-", 50);
+    let body = async {
+        let wk = w.worker("10.231.6.0/24", true).await?;
+        let n = h.os.neutron();
+        h.make_node(&node, wk.ip()).await?;
+        let conf = nested_conf("nested-vlan", &wk.subnet.id, "");
+        let ctx = h.context(&conf, options()).await?;
+        w.start(ctx.clone());
+        let pods = names("repl", 0..3);
+        let uid0 = h.create_pods(&pods[..1], &node).await?;
+        let vif0 = vifs_of(h, &pods[..1], &uid0)
+            .await?
+            .remove(&pods[0])
+            .unwrap();
+        assert!(
+            subports(h, wk.trunk()).await?.contains_key(&vif0.id),
+            "the first pod is a subport of the VM's trunk"
+        );
+        assert!(ctx.drivers.vm_of(&node).await.is_some(), "the VM is known");
+
+        // the VM is replaced and its successor keeps the address (the Node
+        // does not change): its pod goes, its trunk and port are deleted
+        // and made again
+        h.delete_pod(&pods[0]).await?;
+        h.wait_pod_gone(&pods[0], Duration::from_secs(60)).await?;
+        n.delete_trunk(wk.trunk()).await?;
+        n.delete_port(&wk.vm.id).await?;
+        let (vm1, trunk1) = new_vm(h, &wk, Some(wk.ip())).await?;
+        let uid1 = h.create_pods(&pods[1..2], &node).await?;
+        let vif1 = vifs_of(h, &pods[1..2], &uid1)
+            .await?
+            .remove(&pods[1])
+            .unwrap();
+        assert!(
+            subports(h, &trunk1).await?.contains_key(&vif1.id),
+            "the next pod is a subport of the new VM's trunk (the old one answered 404)"
+        );
+        assert_eq!(
+            ctx.drivers.vm_of(&node).await.map(|v| v.port.id),
+            Some(vm1.id.clone())
+        );
+
+        // replaced again, with a new address, the old VM still in Neutron
+        // (being torn down): only the Node's new InternalIP says so
+        let (vm2, trunk2) = new_vm(h, &wk, None).await?;
+        let ip2 = vm2.first_ip().expect("an address").to_owned();
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(h.kube.clone());
+        nodes
+            .patch_status(
+                &node,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!(
+                    {"status": {"addresses": [{"type": "InternalIP", "address": ip2}]}}
+                )),
+            )
+            .await?;
+        wait_until(
+            "the controller forgot the VM of the node's old address",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async { Ok(ctx.drivers.vm_of(&node).await.is_none().then_some(())) },
+        )
+        .await?;
+        let uid2 = h.create_pods(&pods[2..3], &node).await?;
+        let vif2 = vifs_of(h, &pods[2..3], &uid2)
+            .await?
+            .remove(&pods[2])
+            .unwrap();
+        assert!(
+            subports(h, &trunk2).await?.contains_key(&vif2.id),
+            "the pod is a subport of the trunk of the node's new address"
+        );
+        assert!(
+            !subports(h, &trunk1).await?.contains_key(&vif2.id),
+            "nothing on the old VM's trunk"
+        );
+        assert_eq!(
+            ctx.drivers.vm_of(&node).await.map(|v| v.port.id),
+            Some(vm2.id)
+        );
+        anyhow::Ok(())
+    };
+    finally(body, w.cleanup()).await
+}

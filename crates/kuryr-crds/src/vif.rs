@@ -39,6 +39,39 @@ pub enum VifKind {
 }
 
 impl VifKind {
+    /// What Neutron's binding of a side-by-side `port` asks the node to
+    /// plug, read from `binding:vif_details` as kuryr-kubernetes' os-vif
+    /// utilities did: `ovs_hybrid_plug` (the iptables_hybrid firewall of
+    /// ML2/OVS) is a `VIFBridge` on Linux bridge `qbr` + the port id's
+    /// first 11 characters, between the pod and OVS, where that firewall
+    /// filters; anything else a `VIFOpenVSwitch`. The OVS bridge is the
+    /// details' `bridge_name` (a trunk's bridge, or the agent's integration
+    /// bridge), else `ovs_bridge` (`[neutron_defaults] ovs_bridge`).
+    /// Answers the kind and that OVS bridge (the VIF network's `bridge`).
+    pub fn from_binding(port: &Port, ovs_bridge: &str) -> (VifKind, String) {
+        let details = port.binding_vif_details.as_ref();
+        let bridge = details
+            .and_then(|d| d.get("bridge_name"))
+            .and_then(Value::as_str)
+            .filter(|b| !b.is_empty())
+            .unwrap_or(ovs_bridge)
+            .to_owned();
+        let hybrid = details
+            .and_then(|d| d.get("ovs_hybrid_plug"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let kind = if hybrid {
+            VifKind::Bridge {
+                bridge_name: hybrid_bridge_name(&port.id),
+            }
+        } else {
+            VifKind::OpenVSwitch {
+                bridge_name: bridge.clone(),
+            }
+        };
+        (kind, bridge)
+    }
+
     /// The os-vif class name.
     pub fn ovo_name(&self) -> &'static str {
         match self {
@@ -117,6 +150,12 @@ pub fn vif_name(port_id: &str) -> String {
     format!("tap{port_id}").chars().take(14).collect()
 }
 
+/// The Linux bridge of a hybrid-plugged port (`qbr` + 11 characters of
+/// its id), as Nova and os-vif name it.
+pub fn hybrid_bridge_name(port_id: &str) -> String {
+    format!("qbr{port_id}").chars().take(14).collect()
+}
+
 /// A VIF primitive that cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("VIF object: {0}")]
@@ -126,9 +165,11 @@ impl Vif {
     /// The VIF of a Neutron `port` on `network`, with `subnets` (those of the
     /// network; only the ones holding the port's addresses are kept).
     pub fn from_port(port: &Port, network: &Network, subnets: &[Subnet], kind: VifKind) -> Self {
+        // the network's bridge is the OVS bridge in both cases (a hybrid
+        // plug's Linux bridge is the VIF's own `bridge_name`)
         let bridge = match &kind {
             VifKind::OpenVSwitch { bridge_name } => Some(bridge_name.clone()),
-            VifKind::Bridge { bridge_name } => Some(bridge_name.clone()),
+            VifKind::Bridge { .. } => Some(VifKind::from_binding(port, "br-int").1),
             _ => None,
         };
         let subnets = subnets
@@ -489,6 +530,51 @@ mod tests {
             },
         ];
         (port, net, subnets)
+    }
+
+    #[test]
+    fn the_binding_decides_hybrid_plug_and_the_ovs_bridge() {
+        let (mut p, n, s) = port();
+        // ML2/OVN, ML2/OVS with the openvswitch firewall
+        p.binding_vif_details = Some(json!({"port_filter": true, "bridge_name": "br-int",
+            "datapath_type": "netdev", "ovs_hybrid_plug": false}));
+        let (k, b) = VifKind::from_binding(&p, "br-conf");
+        assert_eq!(
+            k,
+            VifKind::OpenVSwitch {
+                bridge_name: "br-int".into()
+            }
+        );
+        assert_eq!(b, "br-int");
+        // the iptables_hybrid firewall: a Linux bridge in between, OVS behind
+        p.binding_vif_details = Some(json!({"port_filter": true, "ovs_hybrid_plug": true}));
+        let (k, b) = VifKind::from_binding(&p, "br-conf");
+        assert_eq!(
+            k,
+            VifKind::Bridge {
+                bridge_name: "qbr8c1d5a7e-00".into()
+            }
+        );
+        assert_eq!(
+            b, "br-conf",
+            "no bridge_name in the details: the configured one"
+        );
+        let v = Vif::from_port(&p, &n, &s, k);
+        assert_eq!(v.network.bridge.as_deref(), Some("br-int"));
+        let prim = v.to_primitive();
+        assert_eq!(prim["versioned_object.name"], "VIFBridge");
+        assert_eq!(
+            prim["versioned_object.data"]["bridge_name"],
+            "qbr8c1d5a7e-00"
+        );
+        // unbound or failed binding: nothing said, the configured bridge
+        p.binding_vif_details = None;
+        assert_eq!(
+            VifKind::from_binding(&p, "br-conf").0,
+            VifKind::OpenVSwitch {
+                bridge_name: "br-conf".into()
+            }
+        );
     }
 
     #[test]

@@ -105,6 +105,40 @@ pub struct AllocationPool {
     pub end: String,
 }
 
+/// How many addresses a network and each of its subnets have and use
+/// (`network-ip-availabilities`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NetworkIpAvailability {
+    /// The network.
+    pub network_id: String,
+    /// Addresses of its subnets' allocation pools.
+    #[serde(default)]
+    pub total_ips: u64,
+    /// Addresses allocated to ports.
+    #[serde(default)]
+    pub used_ips: u64,
+    /// The same per subnet.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub subnet_ip_availability: Vec<SubnetIpAvailability>,
+}
+
+/// How many addresses one subnet has and uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SubnetIpAvailability {
+    /// The subnet.
+    pub subnet_id: String,
+    /// 4 or 6.
+    #[serde(default)]
+    pub ip_version: u8,
+    /// Addresses of its allocation pools (a huge IPv6 pool is capped by
+    /// Neutron).
+    #[serde(default)]
+    pub total_ips: u64,
+    /// Addresses allocated to ports.
+    #[serde(default)]
+    pub used_ips: u64,
+}
+
 /// A static route handed to the subnet's ports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRoute {

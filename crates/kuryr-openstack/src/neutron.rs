@@ -240,6 +240,26 @@ impl Neutron {
     pub async fn get_subnet(&self, id: &str) -> Result<Subnet> {
         self.get("subnets", id).await
     }
+    /// Addresses network `id` and its subnets have and use (`GET
+    /// network-ip-availabilities/{id}`, one small answer whatever the
+    /// number of ports; admin only under Neutron's default policy).
+    pub async fn network_ip_availability(&self, id: &str) -> Result<NetworkIpAvailability> {
+        let mut v: Value = self
+            .c
+            .json::<_, Value>(
+                Service::Network,
+                Method::GET,
+                &format!("v2.0/network-ip-availabilities/{id}"),
+                None,
+                true,
+            )
+            .await?;
+        take(
+            &mut v,
+            "network_ip_availability",
+            "network-ip-availabilities",
+        )
+    }
     /// Subnets matching `q`.
     pub async fn list_subnets(&self, q: &Query) -> Result<Vec<Subnet>> {
         self.list("subnets", q).await

@@ -104,15 +104,24 @@ async fn tenant_port_behind_the_router_reaches_the_host_and_the_api_server() -> 
         let net = Net::create(&s, undo, "10.231.2.0/24", Some(&router)).await?;
         let vm = VmPort::plug(&s, undo, &env, &net, None).await?;
         wait_port_active(&s, &vm.id).await?;
-        ensure!(
-            vm.pings(&net.gateway),
-            "no answer from the router's interface {}",
-            net.gateway
-        );
-        ensure!(
-            vm.pings(&host_ip),
-            "no answer from the host's public address {host_ip}"
-        );
+        // the router's interface is wired after the test's port on ML2/OVS
+        // (the L3 agent plugs it, then the OVS agent's next loop wires it):
+        // the first answer is the event; the bound covers a few of the
+        // agents' 1 s loops and a router update
+        wait_until(
+            &format!("an answer from the router's interface {}", net.gateway),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async { Ok(vm.pings(&net.gateway).then_some(())) },
+        )
+        .await?;
+        wait_until(
+            &format!("an answer from the host's public address {host_ip}"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async { Ok(vm.pings(&host_ip).then_some(())) },
+        )
+        .await?;
 
         // a server on the host's public address sees the router's SNAT address
         let token = unique_name("host-", 30);

@@ -6,6 +6,7 @@
 pub mod endpoint_slice;
 pub mod loadbalancer;
 pub mod node;
+pub mod node_vm;
 pub mod pod;
 pub mod service;
 

@@ -220,7 +220,7 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
                     &port,
                     &ctx.network,
                     &ctx.subnets,
-                    ctx.drivers.vif_kind(&ctx.ovs_bridge, vlan),
+                    ctx.drivers.vif_kind(&port, &ctx.ovs_bridge, vlan),
                 );
                 // ACTIVE is what Neutron says after this pod is plugged,
                 // never what a pool port's old description said
@@ -425,16 +425,30 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
         }
     }
     let name = kp.metadata.name.clone().unwrap_or_default();
-    if plan::kp_has_finalizer(kp)
-        && set_finalizers(
-            kps,
-            &kp.metadata,
-            without(&kp.metadata, KURYRPORT_FINALIZER),
-        )
-        .await?
-        .is_none()
-    {
-        return Ok(());
+    // the ports are given back: the KuryrPort's finalizer goes now, read
+    // again when something else (the garbage collector marking it deleted,
+    // a status patch) changed it meanwhile
+    let mut meta = kp.metadata.clone();
+    for attempt in 0.. {
+        if !meta
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == KURYRPORT_FINALIZER)
+        {
+            break;
+        }
+        match set_finalizers(kps, &meta, without(&meta, KURYRPORT_FINALIZER)).await {
+            Ok(Some(_)) => break,
+            Ok(None) => return Ok(()),
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 409 && attempt < 5 => {
+                match kps.get_opt(&name).await? {
+                    Some(fresh) => meta = fresh.metadata,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     match kps.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {}
@@ -492,14 +506,20 @@ pub(crate) async fn release_orphans(
         .into_iter()
         .map(|p| p.id)
         .collect();
-    let found: std::collections::BTreeSet<String> = orphans
-        .iter()
-        .filter(|k| {
-            let ids: Vec<&str> = k.status.iter().flat_map(|s| s.port_ids()).collect();
-            ids.is_empty() || ids.iter().any(|id| ours.contains(*id))
-        })
-        .filter_map(|k| k.metadata.uid.clone())
-        .collect();
+    // a KuryrPort is this cluster's to release when it names no port, one
+    // of its ports is tagged ours, or every port it names is gone (a
+    // release that deleted the ports and then lost a race for the
+    // KuryrPort's finalizer with the garbage collector)
+    let mut found = std::collections::BTreeSet::new();
+    for k in &orphans {
+        let ids: Vec<&str> = k.status.iter().flat_map(|s| s.port_ids()).collect();
+        let mine = ids.is_empty()
+            || ids.iter().any(|id| ours.contains(*id))
+            || all_gone(ctx, &ids).await?;
+        if mine && let Some(uid) = &k.metadata.uid {
+            found.insert(uid.clone());
+        }
+    }
     let act: std::collections::BTreeSet<String> = match prev {
         Some(prev) => {
             let twice = found.intersection(prev).cloned().collect();
@@ -521,6 +541,16 @@ pub(crate) async fn release_orphans(
         released += 1;
     }
     Ok(released)
+}
+
+/// Whether Neutron has none of the ports `ids`.
+async fn all_gone(ctx: &Context, ids: &[&str]) -> Result<bool, Error> {
+    for id in ids {
+        if !port_gone(ctx, id).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Seconds since the pod was created (Kubernetes keeps whole seconds).
