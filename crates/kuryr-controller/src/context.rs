@@ -165,8 +165,7 @@ impl Context {
             })?;
             security_groups.push(sg.id);
         }
-        let mut tags = nd.resource_tags.clone();
-        tags.push(plan::cluster_tag(&cluster_id));
+        let tags = plan::cluster_tags(&nd.resource_tags, &cluster_id);
         // what comes from the nodes reaches every pod, whatever its groups
         let workers = &cfg.pod_vif_nested.worker_nodes_subnets;
         let node_groups = if cfg.node_port.enabled || !workers.is_empty() {

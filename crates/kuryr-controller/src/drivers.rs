@@ -11,7 +11,7 @@ use crate::vlan::VlanIds;
 use k8s_openapi::api::core::v1::Node;
 use kuryr_crds::VifKind;
 use kuryr_openstack::types::neutron::{
-    AddressPair, FixedIp, NetworkIpAvailability, Port, PortCreate, PortUpdate, SubPort,
+    AddressPair, NetworkIpAvailability, Port, PortCreate, PortUpdate, SubPort,
 };
 use kuryr_openstack::{Error, Query, TaggedResource};
 use std::collections::HashMap;
@@ -353,28 +353,13 @@ impl Drivers {
     /// The body of a pod port. `pod_uid`: a port made for one pod (no pool;
     /// named after it); `None`: a free pool port for `key`.
     pub fn port_body(&self, pod_uid: Option<&str>, key_host: &str) -> PortCreate {
-        let s = &self.settings;
-        PortCreate {
-            network_id: s.network_id.clone(),
-            name: Some(match pod_uid {
-                Some(uid) => format!("kuryr-{uid}"),
-                None => FREE_PORT_NAME.into(),
-            }),
-            description: Some(self.description.clone()),
-            project_id: s.project_id.clone(),
-            fixed_ips: Some(vec![FixedIp {
-                subnet_id: Some(s.subnet_id.clone()),
-                ip_address: None,
-            }]),
-            // Neutron refuses a subport that has an owner (PortInUse)
-            device_id: pod_uid
-                .filter(|_| self.kind != DriverKind::NestedVlan)
-                .map(str::to_owned),
-            device_owner: Some("compute:kuryr".into()),
-            security_groups: (!s.security_groups.is_empty()).then(|| s.security_groups.clone()),
-            binding_host_id: (self.kind == DriverKind::NeutronVif).then(|| key_host.to_owned()),
-            ..Default::default()
-        }
+        plan::port_body(
+            self.kind,
+            &self.settings,
+            &self.description,
+            pod_uid,
+            key_host,
+        )
     }
 
     /// The port of pod `uid` on `node` without a pool: found by its pod tag
@@ -396,8 +381,7 @@ impl Drivers {
                 self.node_vm(node).await?;
             }
         }
-        let mut tags = self.tags.clone();
-        tags.push(plan::pod_tag(uid));
+        let tags = plan::pod_port_tags(&self.tags, uid);
         let n = self.os.neutron();
         // the pod's own MAC makes the create idempotent: when a create whose
         // answer was lost (Neutron unreachable, timeout) went through after

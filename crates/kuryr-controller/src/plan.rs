@@ -3,6 +3,8 @@
 //! the handler runs again after each, so a crash between two steps is
 //! picked up where it stopped.
 
+use crate::drivers::DriverKind;
+use crate::pool::FREE_PORT_NAME;
 use k8s_openapi::api::core::v1::Pod;
 use kuryr_crds::{KURYRPORT_FINALIZER, KuryrPort, POD_FINALIZER};
 use kuryr_openstack::types::neutron::{FixedIp, PortCreate};
@@ -17,11 +19,17 @@ pub fn pod_tag(pod_uid: &str) -> String {
     format!("kuryr-pod:{pod_uid}")
 }
 
-/// All tags of a pod's port: the configured resource tags, the cluster's
-/// and the pod's.
-pub fn port_tags(resource_tags: &[String], cluster_id: &str, pod_uid: &str) -> Vec<String> {
+/// The tags of everything the cluster makes in Neutron: the configured
+/// resource tags and the cluster's own.
+pub fn cluster_tags(resource_tags: &[String], cluster_id: &str) -> Vec<String> {
     let mut t = resource_tags.to_vec();
     t.push(cluster_tag(cluster_id));
+    t
+}
+
+/// The tags of pod `pod_uid`'s own port: the cluster's and the pod's.
+pub fn pod_port_tags(cluster_tags: &[String], pod_uid: &str) -> Vec<String> {
+    let mut t = cluster_tags.to_vec();
     t.push(pod_tag(pod_uid));
     t
 }
@@ -39,22 +47,38 @@ pub struct PortSettings {
     pub project_id: Option<String>,
 }
 
-/// The create body of a pod's port (side-by-side: bound to the pod's node).
-/// Its name carries the pod UID, so a port left untagged by a crash is
-/// found again by name.
-pub fn port_request(pod_uid: &str, node: &str, s: &PortSettings) -> PortCreate {
+/// The create body of a port made by driver `kind` in `s`: pod `pod_uid`'s
+/// own port, or a free pool port (`None`, named [`FREE_PORT_NAME`]), for the
+/// pool or node `host` (a trunk, nested-vlan). `description` marks it as the
+/// cluster's, so one a crash left untagged is found again; a pod's port is
+/// named after the pod UID for the same reason. Side-by-side ports are bound
+/// to `host`; nested ports are not bound, and a subport has no device id
+/// (Neutron refuses a subport that has an owner: PortInUse).
+pub fn port_body(
+    kind: DriverKind,
+    s: &PortSettings,
+    description: &str,
+    pod_uid: Option<&str>,
+    host: &str,
+) -> PortCreate {
     PortCreate {
         network_id: s.network_id.clone(),
-        name: Some(format!("kuryr-{pod_uid}")),
+        name: Some(match pod_uid {
+            Some(uid) => format!("kuryr-{uid}"),
+            None => FREE_PORT_NAME.into(),
+        }),
+        description: Some(description.to_owned()),
         project_id: s.project_id.clone(),
         fixed_ips: Some(vec![FixedIp {
             subnet_id: Some(s.subnet_id.clone()),
             ip_address: None,
         }]),
-        device_id: Some(pod_uid.to_owned()),
+        device_id: pod_uid
+            .filter(|_| kind != DriverKind::NestedVlan)
+            .map(str::to_owned),
         device_owner: Some("compute:kuryr".into()),
         security_groups: (!s.security_groups.is_empty()).then(|| s.security_groups.clone()),
-        binding_host_id: Some(node.to_owned()),
+        binding_host_id: (kind == DriverKind::NeutronVif).then(|| host.to_owned()),
         ..Default::default()
     }
 }
@@ -312,16 +336,38 @@ mod tests {
             security_groups: vec![],
             project_id: Some("p".into()),
         };
-        let r = port_request("u1", "node-1", &s);
-        assert_eq!(r.name.as_deref(), Some("kuryr-u1"));
-        assert_eq!(r.device_id.as_deref(), Some("u1"));
-        assert_eq!(r.binding_host_id.as_deref(), Some("node-1"));
+        let side = port_body(DriverKind::NeutronVif, &s, "mark", Some("u1"), "node-1");
+        assert_eq!(side.name.as_deref(), Some("kuryr-u1"));
+        assert_eq!(side.device_id.as_deref(), Some("u1"));
+        assert_eq!(side.binding_host_id.as_deref(), Some("node-1"));
+        assert_eq!(side.description.as_deref(), Some("mark"));
+        assert_eq!(side.project_id.as_deref(), Some("p"));
         assert_eq!(
-            r.security_groups, None,
+            side.security_groups, None,
             "no groups configured: Neutron's default"
         );
+        let free = port_body(DriverKind::NeutronVif, &s, "mark", None, "node-1");
+        assert_eq!(free.name.as_deref(), Some(FREE_PORT_NAME));
+        assert_eq!(free.device_id, None);
+        assert_eq!(free.binding_host_id.as_deref(), Some("node-1"));
+        let sub = port_body(DriverKind::NestedVlan, &s, "mark", Some("u1"), "trunk-1");
+        assert_eq!(sub.device_id, None, "a subport has no owner");
+        assert_eq!(sub.binding_host_id, None, "nested ports are not bound");
+        let mac = port_body(DriverKind::NestedMacvlan, &s, "mark", Some("u1"), "node-1");
+        assert_eq!(mac.device_id.as_deref(), Some("u1"));
+        assert_eq!(mac.binding_host_id, None);
+        let grouped = PortSettings {
+            security_groups: vec!["g1".into()],
+            ..s
+        };
         assert_eq!(
-            port_tags(&["k8s".into()], "c1", "u1"),
+            port_body(DriverKind::NeutronVif, &grouped, "m", None, "h").security_groups,
+            Some(vec!["g1".to_string()])
+        );
+        let cluster = cluster_tags(&["k8s".into()], "c1");
+        assert_eq!(cluster, vec!["k8s", "kuryr-cluster:c1"]);
+        assert_eq!(
+            pod_port_tags(&cluster, "u1"),
             vec!["k8s", "kuryr-cluster:c1", "kuryr-pod:u1"]
         );
     }
