@@ -713,6 +713,15 @@ async fn nested_node_without_a_vm_port_gets_an_event_and_no_port() -> anyhow::Re
     finally(body, w.cleanup()).await
 }
 
+/// Pod `name` made on `node`; its VIF once the controller wrote it.
+async fn one_pod(h: &Harness, name: &str, node: &str) -> anyhow::Result<Vif> {
+    let names = [name.to_owned()];
+    let uid = h.create_pods(&names, node).await?;
+    let mut vifs = vifs_of(h, &names, &uid).await?;
+    vifs.remove(name)
+        .ok_or_else(|| anyhow::anyhow!("no VIF for pod {name}"))
+}
+
 /// A node VM's port with address `ip` on the worker subnet, and a trunk
 /// with that port as parent: the VM a node gets when it is replaced.
 async fn new_vm(h: &Harness, wk: &Worker, ip: Option<&str>) -> anyhow::Result<(Port, String)> {
@@ -753,11 +762,7 @@ async fn a_replaced_node_vm_is_found_again_without_a_restart() -> anyhow::Result
         let ctx = h.context(&conf, options()).await?;
         w.start(ctx.clone());
         let pods = names("repl", 0..3);
-        let uid0 = h.create_pods(&pods[..1], &node).await?;
-        let vif0 = vifs_of(h, &pods[..1], &uid0)
-            .await?
-            .remove(&pods[0])
-            .unwrap();
+        let vif0 = one_pod(h, &pods[0], &node).await?;
         assert!(
             subports(h, wk.trunk()).await?.contains_key(&vif0.id),
             "the first pod is a subport of the VM's trunk"
@@ -772,11 +777,7 @@ async fn a_replaced_node_vm_is_found_again_without_a_restart() -> anyhow::Result
         n.delete_trunk(wk.trunk()).await?;
         n.delete_port(&wk.vm.id).await?;
         let (vm1, trunk1) = new_vm(h, &wk, Some(wk.ip())).await?;
-        let uid1 = h.create_pods(&pods[1..2], &node).await?;
-        let vif1 = vifs_of(h, &pods[1..2], &uid1)
-            .await?
-            .remove(&pods[1])
-            .unwrap();
+        let vif1 = one_pod(h, &pods[1], &node).await?;
         assert!(
             subports(h, &trunk1).await?.contains_key(&vif1.id),
             "the next pod is a subport of the new VM's trunk (the old one answered 404)"
@@ -807,11 +808,7 @@ async fn a_replaced_node_vm_is_found_again_without_a_restart() -> anyhow::Result
             || async { Ok(ctx.drivers.vm_of(&node).await.is_none().then_some(())) },
         )
         .await?;
-        let uid2 = h.create_pods(&pods[2..3], &node).await?;
-        let vif2 = vifs_of(h, &pods[2..3], &uid2)
-            .await?
-            .remove(&pods[2])
-            .unwrap();
+        let vif2 = one_pod(h, &pods[2], &node).await?;
         assert!(
             subports(h, &trunk2).await?.contains_key(&vif2.id),
             "the pod is a subport of the trunk of the node's new address"

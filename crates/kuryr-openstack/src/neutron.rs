@@ -96,7 +96,17 @@ impl Neutron {
     }
 
     async fn get<T: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<T> {
-        let key = singular(collection);
+        self.get_as(collection, id, &singular(collection)).await
+    }
+
+    /// `GET collection/id`, the object under `key` (for collections whose
+    /// singular is not the plural less its `s`).
+    async fn get_as<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        id: &str,
+        key: &str,
+    ) -> Result<T> {
         let mut v: Value = self
             .c
             .json::<_, Value>(
@@ -107,7 +117,7 @@ impl Neutron {
                 true,
             )
             .await?;
-        take(&mut v, &key, collection)
+        take(&mut v, key, collection)
     }
 
     async fn update<T: DeserializeOwned, B: Serialize>(
@@ -244,21 +254,8 @@ impl Neutron {
     /// network-ip-availabilities/{id}`, one small answer whatever the
     /// number of ports; admin only under Neutron's default policy).
     pub async fn network_ip_availability(&self, id: &str) -> Result<NetworkIpAvailability> {
-        let mut v: Value = self
-            .c
-            .json::<_, Value>(
-                Service::Network,
-                Method::GET,
-                &format!("v2.0/network-ip-availabilities/{id}"),
-                None,
-                true,
-            )
-            .await?;
-        take(
-            &mut v,
-            "network_ip_availability",
-            "network-ip-availabilities",
-        )
+        self.get_as("network-ip-availabilities", id, "network_ip_availability")
+            .await
     }
     /// Subnets matching `q`.
     pub async fn list_subnets(&self, q: &Query) -> Result<Vec<Subnet>> {
