@@ -6,6 +6,7 @@
 use crate::drivers::DriverKind;
 use crate::pool::FREE_PORT_NAME;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kuryr_crds::{KURYRPORT_FINALIZER, KuryrPort, POD_FINALIZER};
 use kuryr_openstack::types::neutron::{FixedIp, PortCreate};
 
@@ -168,9 +169,9 @@ pub fn next_step(pod: &Pod, kp: Option<&KuryrPort>) -> Step {
     }
 }
 
-/// Whether a KuryrPort still holds its finalizer.
-pub fn kp_has_finalizer(kp: &KuryrPort) -> bool {
-    has_finalizer(kp.metadata.finalizers.as_ref(), KURYRPORT_FINALIZER)
+/// Whether a KuryrPort (its metadata) still holds its finalizer.
+pub fn kp_has_finalizer(meta: &ObjectMeta) -> bool {
+    has_finalizer(meta.finalizers.as_ref(), KURYRPORT_FINALIZER)
 }
 
 #[cfg(test)]

@@ -948,10 +948,7 @@ async fn a_kuryrport_with_an_unreadable_vif_is_skipped_and_the_rest_goes_on() ->
         )
         .await?;
         assert!(
-            h.os.neutron()
-                .get_port(&port.id)
-                .await
-                .is_err_and(|e| e.is_not_found()),
+            h.port_gone(&port.id).await?,
             "the odd pod's port was released with it"
         );
         h.delete_pod("fine-0").await?;

@@ -273,15 +273,6 @@ async fn warnings_of(h: &Harness, name: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Whether Neutron has no port `id`.
-async fn port_gone(h: &Harness, id: &str) -> anyhow::Result<bool> {
-    match h.os.neutron().get_port(id).await {
-        Ok(_) => Ok(false),
-        Err(e) if e.is_not_found() => Ok(true),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// The ids of the cluster's ports.
 async fn cluster_port_ids(h: &Harness) -> anyhow::Result<BTreeSet<String>> {
     Ok(h.cluster_ports().await?.into_iter().map(|p| p.id).collect())
@@ -367,7 +358,7 @@ async fn nested_vlan_pods_get_subports_with_distinct_vlan_ids() -> anyhow::Resul
         for name in gone {
             let id = &vifs[name].id;
             want.remove(id);
-            assert!(port_gone(h, id).await?, "{name}'s port {id} deleted");
+            assert!(h.port_gone(id).await?, "{name}'s port {id} deleted");
         }
         assert_eq!(
             subports(h, trunk).await?,
@@ -567,7 +558,7 @@ async fn nested_vlan_pool_precreates_subports_and_rebuilds_them() -> anyhow::Res
             subports(h, trunk).await?.contains_key(&leaked.id),
             "dry run: still a subport"
         );
-        assert!(!port_gone(h, &leaked.id).await?, "dry run deletes nothing");
+        assert!(!h.port_gone(&leaked.id).await?, "dry run deletes nothing");
 
         let real = h.context(&conf, opts(false)).await?;
         let r = startup::reconcile(&real, None).await?;
@@ -577,7 +568,7 @@ async fn nested_vlan_pool_precreates_subports_and_rebuilds_them() -> anyhow::Res
             (1, free.len(), 2),
             "{r:?}"
         );
-        assert!(port_gone(h, &leaked.id).await?, "the leaked port deleted");
+        assert!(h.port_gone(&leaked.id).await?, "the leaked port deleted");
         assert_eq!(
             subports(h, trunk).await?,
             all,
@@ -624,7 +615,7 @@ async fn nested_macvlan_pods_become_address_pairs_of_the_vm_port() -> anyhow::Re
         }
         for name in gone {
             h.wait_pod_gone(name, Duration::from_secs(60)).await?;
-            assert!(port_gone(h, &vifs[name].id).await?, "{name}'s port deleted");
+            assert!(h.port_gone(&vifs[name].id).await?, "{name}'s port deleted");
         }
         assert_eq!(
             pairs_of(h, &wk.vm.id).await?,
@@ -632,7 +623,7 @@ async fn nested_macvlan_pods_become_address_pairs_of_the_vm_port() -> anyhow::Re
             "only the deleted pods' pairs removed"
         );
         for name in kept {
-            assert!(!port_gone(h, &vifs[name].id).await?, "{name}'s port kept");
+            assert!(!h.port_gone(&vifs[name].id).await?, "{name}'s port kept");
         }
         anyhow::Ok(())
     };

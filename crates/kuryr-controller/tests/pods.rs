@@ -183,10 +183,7 @@ async fn a_kuryrport_whose_pod_vanished_is_released() -> anyhow::Result<()> {
         )
         .await?;
         assert!(
-            h.os.neutron()
-                .get_port(&vif.id)
-                .await
-                .is_err_and(|e| e.is_not_found()),
+            h.port_gone(&vif.id).await?,
             "the orphan's port was deleted (no pool)"
         );
         ctl.stop().await;

@@ -430,12 +430,7 @@ async fn release(ctx: &Context, kps: &Api<KuryrPort>, kp: &KuryrPort) -> Result<
     // a status patch) changed it meanwhile
     let mut meta = kp.metadata.clone();
     for attempt in 0.. {
-        if !meta
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == KURYRPORT_FINALIZER)
-        {
+        if !plan::kp_has_finalizer(&meta) {
             break;
         }
         match set_finalizers(kps, &meta, without(&meta, KURYRPORT_FINALIZER)).await {

@@ -298,6 +298,15 @@ impl Harness {
         .await
     }
 
+    /// Whether Neutron has no port `id`.
+    pub async fn port_gone(&self, id: &str) -> anyhow::Result<bool> {
+        match self.os.neutron().get_port(id).await {
+            Ok(_) => Ok(false),
+            Err(e) if e.is_not_found() => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Every Neutron port of this test's cluster.
     pub async fn cluster_ports(&self) -> anyhow::Result<Vec<Port>> {
         Ok(self
