@@ -111,10 +111,11 @@ pub async fn plug(env: &PlugEnv<'_>, np: &NodePort, ifname: &str) -> Result<bool
     Ok(made)
 }
 
-/// Removes the host interface `ifname` and the OVS port of this node's
-/// port (idempotent); returns whether anything was there.
+/// Removes the OVS port of this node's port and then the host interface
+/// `ifname` (idempotent); returns whether anything was there. The
+/// interface goes last, so once it is gone nothing of the node port is left.
 pub async fn unplug(env: &PlugEnv<'_>, ifname: &str) -> Result<bool, BindError> {
-    let mut any = link::delete(env.host, ifname).await?;
+    let mut any = false;
     let ours = env.ovs.ports_with(NODE_PORT_KEY).await?;
     for p in ours
         .into_iter()
@@ -124,6 +125,7 @@ pub async fn unplug(env: &PlugEnv<'_>, ifname: &str) -> Result<bool, BindError> 
         link::delete(env.host, &p.name).await?;
         any = true;
     }
+    any |= link::delete(env.host, ifname).await?;
     Ok(any)
 }
 
