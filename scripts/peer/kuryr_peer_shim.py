@@ -13,10 +13,12 @@ logs each of them (WARNING "kuryr-peer shim: ..."):
    `ovs-vsctl add-br --may-exist br-int -- set Bridge br-int
    datapath_type=system`, which breaks the stack's userspace OVS. The default
    becomes "netdev" (the datapath br-int has here).
-2. kuryr watches pods and KuryrPorts in ALL namespaces. Its controller would
-   make KuryrPorts (and Neutron ports) for other tests' pods and finalize
-   their KuryrPorts, so its watches are scoped to KURYR_PEER_NAMESPACE (the
-   controller's VIF and KuryrPort handlers, the daemon's KuryrPort and pod
+2. kuryr watches pods, KuryrPorts, Services, Endpoints and
+   KuryrLoadBalancers in ALL namespaces. Its controller would make
+   KuryrPorts (and Neutron ports) for other tests' pods, finalize their
+   KuryrPorts and load balancers, so its watches are scoped to
+   KURYR_PEER_NAMESPACE (the controller's VIF, KuryrPort, Service,
+   Endpoints and KuryrLoadBalancer handlers, the daemon's KuryrPort and pod
    watchers).
 3. Its health servers and Prometheus exporters listen on "::" (every
    address); they are moved to 127.0.0.1.
@@ -71,11 +73,23 @@ def scope_namespace(role, ns):
     kps = f'{k_const.K8S_API_CRD_NAMESPACES}/{ns}/kuryrports'
     if role == 'controller':
         from kuryr_kubernetes.controller.handlers import kuryrport
+        from kuryr_kubernetes.controller.handlers import lbaas
+        from kuryr_kubernetes.controller.handlers import loadbalancer
         from kuryr_kubernetes.controller.handlers import vif
         vif.VIFHandler.OBJECT_WATCH_PATH = pods
         kuryrport.KuryrPortHandler.OBJECT_WATCH_PATH = kps
         # the pool's list of ports in use (read-only) too
         k_const.K8S_API_CRD_KURYRPORTS = kps
+        # Services, Endpoints and KuryrLoadBalancers (when those handlers
+        # are enabled): the periodic load balancer reconciliation lists
+        # KuryrLoadBalancers through the constant
+        base = f'{k_const.K8S_API_BASE}/namespaces/{ns}'
+        klbs = f'{k_const.K8S_API_CRD_NAMESPACES}/{ns}/kuryrloadbalancers'
+        lbaas.ServiceHandler.OBJECT_WATCH_PATH = f'{base}/services'
+        lbaas.EndpointsHandler.OBJECT_WATCH_PATH = f'{base}/endpoints'
+        loadbalancer.KuryrLoadBalancerHandler.OBJECT_WATCH_PATH = klbs
+        k_const.K8S_API_CRD_KURYRLOADBALANCERS = klbs
+        kps = f'{kps}, {base}/services, {base}/endpoints, {klbs}'
     else:
         # read when the watcher services are built (f-strings at init)
         k_const.K8S_API_PODS = pods

@@ -59,6 +59,16 @@ fn version_and_errors_from_the_real_binary() {
             "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u",
         ),
     ];
+    // a config of a version no CNI spec has: "incompatible CNI version",
+    // naming it, before the daemon is even looked for
+    let conf9 = conf.replace("1.0.0", "9.9.9");
+    let (rc, v) = run(&env, &conf9);
+    assert_eq!((rc, v["code"].as_u64()), (1, Some(1)), "{v}");
+    assert!(
+        v.to_string().contains("9.9.9"),
+        "the error names the version: {v}"
+    );
+
     let (rc, v) = run(&env, &conf);
     assert_eq!((rc, v["code"].as_u64()), (1, Some(11)), "{v}");
     assert!(

@@ -4,7 +4,8 @@
 //! namespace. No daemon listens on the configured socket, so this checks
 //! that libcni takes our spec errors as errors and reads them: "try again
 //! later" (11) for ADD and DEL, "not available" (50) for STATUS, and that a
-//! config of an unknown CNI version is refused.
+//! config of an unknown CNI version is refused by kuryr-cni and
+//! reported by libcni.
 //!
 //! Needs root (`ip netns add`) and Go with the module proxy the first time;
 //! `sudo cargo test -p kuryr-cni --features stack --test cnitool`.
@@ -117,7 +118,9 @@ fn libcni_reads_our_spec_errors_when_no_daemon_listens() {
         ("STATUS", Some(50))
     );
 
-    // a config of a CNI version nobody speaks is refused
+    // a config of a CNI version nobody speaks: libcni runs the plugin with
+    // it, kuryr-cni refuses it ("incompatible CNI version", code 1) and
+    // libcni reports that refusal (tests/binary.rs checks the binary alone)
     let conf9 = tmp.join("net9.d");
     let plugin = json!({"type": "kuryr-cni", "daemonSocket": sock});
     write_conflist(&conf9, "10-kuryr", "kuryr", "9.9.9", &[plugin]).expect("conflist");
@@ -136,22 +139,15 @@ fn libcni_reads_our_spec_errors_when_no_daemon_listens() {
         err.contains("9.9.9"),
         "the refusal names the version: {err}"
     );
-    let after = recorded(&rec);
-    if let Some(inv) = after.get(before..).and_then(|new| new.last()) {
-        // libcni let it through to the plugin: then the plugin refused it
-        assert_eq!(
-            (inv.rc, inv.stdout_json()["code"].as_u64()),
-            (1, Some(1)),
-            "{inv:?}"
-        );
-    }
-    eprintln!(
-        "9.9.9 refused by {}: {}",
-        if after.len() > before {
-            "kuryr-cni"
-        } else {
-            "libcni"
-        },
-        err.lines().next().unwrap_or_default()
+    let calls = recorded(&rec);
+    let [add9] = calls.get(before..).unwrap_or_default() else {
+        panic!("libcni did not run the plugin exactly once: {calls:?}");
+    };
+    assert_eq!(add9.stdin_json()["cniVersion"], "9.9.9", "{add9:?}");
+    let e = add9.stdout_json();
+    assert_eq!((add9.rc, e["code"].as_u64()), (1, Some(1)), "{add9:?}");
+    assert!(
+        err.contains(e["msg"].as_str().unwrap_or("(no msg)")),
+        "libcni shows kuryr-cni's message: {err}"
     );
 }

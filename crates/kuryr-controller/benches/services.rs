@@ -12,13 +12,22 @@
 //!   rounds);
 //! - `KURYR_BENCH_BURST` (100) Services created at once → all answering.
 //!
+//! Each Service has no selector: the bench writes its EndpointSlice and its
+//! v1 Endpoints (labelled `endpointslice.kubernetes.io/skip-mirror`), so
+//! that kuryr-rs (EndpointSlices) and kuryr-kubernetes (Endpoints) are given
+//! the same endpoints at the same moment.
+//!
 //! The controller runs in this process (its handlers, as the binary runs
 //! them), with the Service, EndpointSlice and KuryrLoadBalancer handlers.
+//! With `KURYR_BENCH_PEER` set to a command (`scripts/peer/services-controller`)
+//! the same runs are made against the controller that command starts
+//! instead: kuryr-kubernetes 10.0.0 scoped to the bench's namespace.
+//! `sudo scripts/bench-services` runs both, one after the other.
 //! `sudo cargo bench -p kuryr-controller --features stack --bench services`
 //! (stack up on the ovn backend).
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kuryr_config::KuryrConfig;
@@ -57,6 +66,109 @@ fn slice(svc: &str, addresses: &[&str]) -> anyhow::Result<EndpointSlice> {
         "addressType": "IPv4",
         "endpoints": endpoints,
         "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"}]}))?)
+}
+
+/// The v1 Endpoints of Service `svc` with one ready address per entry, not
+/// mirrored into a second EndpointSlice.
+fn endpoints(svc: &str, addresses: &[&str]) -> anyhow::Result<Endpoints> {
+    let addrs: Vec<serde_json::Value> = addresses.iter().map(|a| json!({"ip": a})).collect();
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": svc, "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": addrs, "ports": [{"name": "tcp", "port": 8080, "protocol": "TCP"}]}]}))?)
+}
+
+/// Service `svc`'s backends, as both kinds of object (made or replaced).
+async fn set_backends(
+    slices: &Api<EndpointSlice>,
+    eps: &Api<Endpoints>,
+    svc: &str,
+    addresses: &[&str],
+) -> anyhow::Result<()> {
+    let mut ep = endpoints(svc, addresses)?;
+    match eps.get_opt(svc).await? {
+        Some(old) => {
+            ep.metadata.resource_version = old.metadata.resource_version;
+            eps.replace(svc, &PostParams::default(), &ep).await?;
+        }
+        None => {
+            eps.create(&PostParams::default(), &ep).await?;
+        }
+    }
+    let mut sl = slice(svc, addresses)?;
+    let name = format!("{svc}-1");
+    match slices.get_opt(&name).await? {
+        Some(old) => {
+            sl.metadata.resource_version = old.metadata.resource_version;
+            slices.replace(&name, &PostParams::default(), &sl).await?;
+        }
+        None => {
+            slices.create(&PostParams::default(), &sl).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The controller under test: in this process, or the peer's, started by
+/// `KURYR_BENCH_PEER` and stopped through its process group.
+enum Controller {
+    InProcess(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    Peer(i32),
+}
+
+impl Controller {
+    async fn stop(self) {
+        match self {
+            Controller::InProcess(stop, handle) => {
+                let _ = stop.send(());
+                let _ = handle.await;
+            }
+            Controller::Peer(pgid) => {
+                let group = format!("-{pgid}");
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", "--", &group])
+                    .status();
+                let gone = || {
+                    !std::process::Command::new("kill")
+                        .args(["-0", "--", &group])
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                };
+                let _ = wait_until(
+                    "the peer controller gone",
+                    Duration::from_secs(15),
+                    Duration::from_millis(200),
+                    || async { Ok(gone().then_some(())) },
+                )
+                .await;
+                if !gone() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", "--", &group])
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+/// Starts the peer controller with `cmd start`; its process group id.
+fn start_peer(cmd: &str, ns: &str, member_subnet: &str, tag: &str) -> anyhow::Result<i32> {
+    let out = std::process::Command::new(cmd)
+        .arg("start")
+        .env("KURYR_PEER_NAMESPACE", ns)
+        .env("KURYR_PEER_MEMBER_SUBNET", member_subnet)
+        .env("KURYR_PEER_TAG", tag)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {cmd} start"))?;
+    anyhow::ensure!(out.status.success(), "{cmd} start failed ({})", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("{cmd} start printed {text:?}, not a process group id"))
 }
 
 /// Asks `addr` from `client` every 20 ms until `token` answers.
@@ -110,6 +222,11 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let svcs: Api<Service> = Api::namespaced(kube.clone(), &ns);
     let slices: Api<EndpointSlice> = Api::namespaced(kube.clone(), &ns);
+    let eps: Api<Endpoints> = Api::namespaced(kube.clone(), &ns);
+    let peer = std::env::var("KURYR_BENCH_PEER")
+        .ok()
+        .filter(|c| !c.is_empty());
+    let tag = kuryr_controller::plan::cluster_tag(&cluster);
     let body = with_undo(&s, async |undo| {
         let net = Net::create(&s, undo, "10.98.64.0/24", Some(&router)).await?;
         let a = VmPort::plug(&s, undo, &env, &net, None).await?;
@@ -120,31 +237,37 @@ async fn main() -> anyhow::Result<()> {
         }
         let _sa = EchoServer::start(&a.ns, "bench-a", &[8080], &[])?;
         let _sb = EchoServer::start(&b.ns, "bench-b", &[8080], &[])?;
-        let conf = format!(
-            "[node_port]\nenabled = false\n[neutron_defaults]\npod_subnet = {}\nresource_tags = kuryr-rs-bench\nservice_subnet = {}\n[kubernetes]\nendpoints_driver_octavia_provider = ovn\n",
-            net.subnet_id,
-            env.get("KURYR_STACK_SERVICE_SUBNET")?
-        );
-        let (cfg, _) = KuryrConfig::parse(&conf, |_| None)?;
-        let ctx = Arc::new(
-            Context::new(
-                kube.clone(),
-                os.clone(),
-                &cfg,
-                cluster.clone(),
-                Options {
-                    // no pod of this bench's: the pod handler idles
-                    pod_selector: Some(format!("kuryr-bench={cluster}")),
-                    gc_interval: Duration::ZERO,
-                    ..Default::default()
-                },
-            )
-            .await?,
-        );
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let ctl = tokio::spawn(kuryr_controller::run(ctx, async {
-            let _ = rx.await;
-        }));
+        let ctl = match &peer {
+            Some(cmd) => Controller::Peer(start_peer(cmd, &ns, &net.subnet_id, &tag)?),
+            None => {
+                let conf = format!(
+                    "[node_port]\nenabled = false\n[neutron_defaults]\npod_subnet = {}\nresource_tags = kuryr-rs-bench\nservice_subnet = {}\n[kubernetes]\nendpoints_driver_octavia_provider = ovn\n",
+                    net.subnet_id,
+                    env.get("KURYR_STACK_SERVICE_SUBNET")?
+                );
+                let (cfg, _) = KuryrConfig::parse(&conf, |_| None)?;
+                let ctx = Arc::new(
+                    Context::new(
+                        kube.clone(),
+                        os.clone(),
+                        &cfg,
+                        cluster.clone(),
+                        Options {
+                            // no pod of this bench's: the pod handler idles
+                            pod_selector: Some(format!("kuryr-bench={cluster}")),
+                            gc_interval: Duration::ZERO,
+                            ..Default::default()
+                        },
+                    )
+                    .await?,
+                );
+                let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+                let handle = tokio::spawn(kuryr_controller::run(ctx, async {
+                    let _ = rx.await;
+                }));
+                Controller::InProcess(stop, handle)
+            }
+        };
         let run = async {
             let n = env_num("KURYR_BENCH_SERVICES", 20);
             eprintln!("{n} Services, one at a time: created -> first answer through the ClusterIP");
@@ -153,9 +276,7 @@ async fn main() -> anyhow::Result<()> {
                 let name = format!("one-{i:03}");
                 let t0 = Instant::now();
                 let vip = service(&svcs, &name).await?;
-                slices
-                    .create(&PostParams::default(), &slice(&name, &[&a.ip])?)
-                    .await?;
+                set_backends(&slices, &eps, &name, &[&a.ip]).await?;
                 first_answer(&client, &format!("{vip}:80"), "bench-a").await?;
                 first.push(t0.elapsed());
                 eprintln!("  Service {} of {n}: {:?}", i + 1, first[i]);
@@ -164,30 +285,18 @@ async fn main() -> anyhow::Result<()> {
             let rounds = env_num("KURYR_BENCH_ENDPOINTS", 10);
             eprintln!("{rounds} rounds: endpoint added -> first answer from it");
             let vip = service(&svcs, "grow").await?;
-            slices
-                .create(&PostParams::default(), &slice("grow", &[&a.ip])?)
-                .await?;
+            set_backends(&slices, &eps, "grow", &[&a.ip]).await?;
             let addr = format!("{vip}:80");
             first_answer(&client, &addr, "bench-a").await?;
             let mut added = Vec::new();
             for i in 0..rounds {
                 let t0 = Instant::now();
-                let mut sl = slice("grow", &[&a.ip, &b.ip])?;
-                sl.metadata.resource_version =
-                    slices.get("grow-1").await?.metadata.resource_version;
-                slices
-                    .replace("grow-1", &PostParams::default(), &sl)
-                    .await?;
+                set_backends(&slices, &eps, "grow", &[&a.ip, &b.ip]).await?;
                 first_answer(&client, &addr, "bench-b").await?;
                 added.push(t0.elapsed());
                 eprintln!("  round {} of {rounds}: {:?}", i + 1, added[i]);
                 // b leaves again: wait until only a answers 10 times in a row
-                let mut sl = slice("grow", &[&a.ip])?;
-                sl.metadata.resource_version =
-                    slices.get("grow-1").await?.metadata.resource_version;
-                slices
-                    .replace("grow-1", &PostParams::default(), &sl)
-                    .await?;
+                set_backends(&slices, &eps, "grow", &[&a.ip]).await?;
                 let mut in_a_row = 0;
                 wait_until("only a answering", Duration::from_secs(120), Duration::from_millis(20), || {
                     let r = ask_within(&client.ns, "tcp", &addr, 300).ok();
@@ -205,9 +314,7 @@ async fn main() -> anyhow::Result<()> {
             for i in 0..burst {
                 let name = format!("burst-{i:03}");
                 vips.push(service(&svcs, &name).await?);
-                slices
-                    .create(&PostParams::default(), &slice(&name, &[&a.ip])?)
-                    .await?;
+                set_backends(&slices, &eps, &name, &[&a.ip]).await?;
             }
             let created = t0.elapsed();
             let mut left: Vec<String> = vips.iter().map(|v| format!("{v}:80")).collect();
@@ -222,7 +329,10 @@ async fn main() -> anyhow::Result<()> {
             }
             let all = t0.elapsed();
 
-            println!("kuryr-rs Services (ovn provider), in-process controller:");
+            match &peer {
+                Some(cmd) => println!("kuryr-kubernetes 10.0.0 Services (ovn provider), controller started by {cmd}:"),
+                None => println!("kuryr-rs Services (ovn provider), in-process controller:"),
+            }
             println!("  Service created -> first answer through ClusterIP  {}", summary(&mut first));
             println!("  endpoint added -> first answer from it            {}", summary(&mut added));
             println!(
@@ -234,13 +344,13 @@ async fn main() -> anyhow::Result<()> {
         };
         let res = run.await;
         // every Service goes while the controller runs: their load balancers go with them
-        let names: Vec<String> = svcs
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|s| s.metadata.name)
-            .collect();
+        let names: Vec<String> = match svcs.list(&ListParams::default()).await {
+            Ok(l) => l.items.into_iter().filter_map(|s| s.metadata.name).collect(),
+            Err(e) => {
+                eprintln!("listing the bench's Services: {e}");
+                Vec::new()
+            }
+        };
         for n in &names {
             let _ = svcs.delete(n, &DeleteParams::default()).await;
         }
@@ -248,15 +358,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(svcs.list(&ListParams::default()).await?.items.is_empty().then_some(()))
         })
         .await;
-        let _ = stop.send(());
-        let _ = ctl.await;
+        ctl.stop().await;
         res
     })
     .await;
     let cleanup = async {
         let o = os.octavia();
-        let tag = kuryr_controller::plan::cluster_tag(&cluster);
-        let lbs = o.list_load_balancers(&Query::new().tags([tag])).await?;
+        let lbs = o
+            .list_load_balancers(&Query::new().tags([tag.clone()]))
+            .await?;
         for lb in &lbs {
             o.delete_load_balancer(&lb.id, true).await?;
         }
