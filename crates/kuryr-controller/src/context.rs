@@ -7,7 +7,6 @@ use crate::plan::PortSettings;
 use crate::{active, gc, handlers, metrics, plan, pool, ports, services};
 use kube::runtime::events::{Recorder, Reporter};
 use kuryr_openstack::Query;
-use kuryr_openstack::types::neutron::{Network, Subnet};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +43,9 @@ pub struct Options {
     /// `/healthz` fails once the watches, or every Neutron call, have
     /// failed this long with no success in between (zero: never).
     pub liveness_bound: Duration,
+    /// Time between reads of the pod network and its subnets (MTU, routes,
+    /// DNS servers for new VIFs; zero: only at start).
+    pub net_refresh: Duration,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             instance: None,
             prefill_nodes: None,
             liveness_bound: crate::health::DEFAULT_BOUND,
+            net_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -72,10 +75,9 @@ pub struct Context {
     pub os: kuryr_openstack::Client,
     /// Where ports are made.
     pub settings: PortSettings,
-    /// The pod network.
-    pub network: Network,
-    /// Its subnets.
-    pub subnets: Vec<Subnet>,
+    /// The pod network and its subnets (read again every
+    /// `Options::net_refresh`).
+    pub pod_net: crate::pod_net::PodNetCache,
     /// This cluster's id (tag `kuryr-cluster:<id>` on every port).
     pub cluster_id: String,
     /// `[neutron_defaults] ovs_bridge`.
@@ -145,10 +147,7 @@ impl Context {
             .get_subnet(&subnet_id)
             .await
             .map_err(|e| anyhow::anyhow!("pod subnet {subnet_id}: {e}"))?;
-        let network = n.get_network(&subnet.network_id).await?;
-        let subnets = n
-            .list_subnets(&Query::new().filter("network_id", &network.id))
-            .await?;
+        let pod_net = crate::pod_net::PodNet::read(&n, &subnet.network_id).await?;
         let project_id = match &nd.project {
             Some(p) => p.clone(),
             None => os.project_id().await?,
@@ -238,7 +237,7 @@ impl Context {
             (_, false) => None,
         };
         let settings = PortSettings {
-            network_id: network.id.clone(),
+            network_id: pod_net.network.id.clone(),
             subnet_id: subnet_id.clone(),
             security_groups: security_groups.clone(),
             project_id: Some(project_id.clone()),
@@ -289,8 +288,7 @@ impl Context {
                 security_groups,
             },
             settings,
-            network,
-            subnets,
+            pod_net: crate::pod_net::PodNetCache::new(pod_net),
             ovs_bridge: nd.ovs_bridge.clone(),
             kube,
             os,

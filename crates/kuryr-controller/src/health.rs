@@ -175,15 +175,16 @@ pub async fn probe(ctx: Arc<Context>) {
             health.neutron_ok(Instant::now());
         } else {
             let got =
-                tokio::time::timeout(interval, ctx.os.neutron().get_network(&ctx.network.id)).await;
+                tokio::time::timeout(interval, ctx.os.neutron().get_network(ctx.pod_net.id()))
+                    .await;
             match got {
                 Ok(Ok(_)) => health.neutron_ok(Instant::now()),
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, network = %ctx.network.id, "Neutron health probe failed");
+                    tracing::warn!(error = %e, network = %ctx.pod_net.id(), "Neutron health probe failed");
                     health.neutron_failed(Instant::now());
                 }
                 Err(_) => {
-                    tracing::warn!(timeout_s = interval.as_secs(), network = %ctx.network.id, "Neutron health probe timed out");
+                    tracing::warn!(timeout_s = interval.as_secs(), network = %ctx.pod_net.id(), "Neutron health probe timed out");
                     health.neutron_failed(Instant::now());
                 }
             }

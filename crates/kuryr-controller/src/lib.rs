@@ -23,6 +23,7 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod pod_net;
 pub mod pool;
 pub mod ports;
 pub mod services;
@@ -134,6 +135,7 @@ pub async fn run(
         }));
     }
     if ctx.handlers.pods {
+        tasks.push(tokio::spawn(pod_net::run(ctx.clone())));
         tasks.push(tokio::spawn(handlers::node::run(ctx.clone())));
         tasks.push(tokio::spawn(handlers::node_vm::run(ctx.clone())));
     }

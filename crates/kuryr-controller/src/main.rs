@@ -86,6 +86,11 @@ struct Args {
     /// kubelet restarts the controller); 0: /healthz never fails.
     #[arg(long, default_value_t = 120)]
     liveness_bound: u64,
+    /// Seconds between reads of the pod network and its subnets, so VIFs
+    /// of new pods carry an MTU, routes or DNS servers changed in Neutron;
+    /// 0: read only at start.
+    #[arg(long, default_value_t = 60)]
+    net_refresh: u64,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -149,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         instance: Some(lease.identity.clone()),
         prefill_nodes: args.pool_prefill_nodes,
         liveness_bound: Duration::from_secs(args.liveness_bound),
+        net_refresh: Duration::from_secs(args.net_refresh),
     };
     let cluster_id = match args.cluster_id.filter(|c| !c.is_empty()) {
         Some(c) => c,
@@ -170,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     for w in &ctx.warnings {
         tracing::warn!("{w}");
     }
-    tracing::info!(network = %ctx.network.id, subnet = %ctx.settings.subnet_id, driver = %cfg.kubernetes.pod_vif_driver, pool = %cfg.kubernetes.vif_pool_driver, metrics = %addr, "kuryr-controller started");
+    tracing::info!(network = %ctx.pod_net.id(), subnet = %ctx.settings.subnet_id, driver = %cfg.kubernetes.pod_vif_driver, pool = %cfg.kubernetes.vif_pool_driver, metrics = %addr, "kuryr-controller started");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -2,8 +2,9 @@
 //! pods get ports and KuryrPorts, a pod made again under the same name gets
 //! a new port, a port deleted behind the controller's back is replaced, a
 //! pod deleted while the controller is down is released after its restart,
-//! a KuryrPort whose pod vanished without its finalizer is released, and
-//! nothing is left in Neutron at the end.
+//! a KuryrPort whose pod vanished without its finalizer is released, a
+//! network changed in Neutron reaches new pods' VIFs, and nothing is left
+//! in Neutron at the end.
 #![cfg(feature = "stack")]
 
 mod common;
@@ -188,6 +189,86 @@ async fn a_kuryrport_whose_pod_vanished_is_released() -> anyhow::Result<()> {
         );
         ctl.stop().await;
         assert!(h.cluster_ports().await?.is_empty());
+        anyhow::Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
+
+/// Review item 6 (stale caches): the pod network's MTU and a subnet's DNS
+/// servers changed in Neutron while the controller runs reach the VIF of
+/// a pod made afterwards, without a restart; the pod made before keeps
+/// what it was plugged with.
+#[tokio::test]
+async fn a_network_changed_in_neutron_reaches_the_vifs_of_new_pods() -> anyhow::Result<()> {
+    use kuryr_openstack::types::neutron::{NetworkUpdate, SubnetUpdate};
+    let h = Harness::new("ctlnet", "10.236.3.0/24").await?;
+    let body = async {
+        let options = Options {
+            net_refresh: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let ctx = h.context("", options).await?;
+        let ctl = start(ctx.clone());
+        let n = h.os.neutron();
+        let before_mtu = ctx.pod_net.get().network.mtu;
+        let uids = h.create_pods(&["net-0".to_string()], NODE).await?;
+        let v0 = h.vif_of("net-0", &uids[0], WAIT).await?;
+        assert_eq!(v0.network.mtu, before_mtu);
+
+        let mtu = before_mtu.unwrap_or(1500) - 58;
+        n.update_network(
+            &h.net.id,
+            &NetworkUpdate {
+                mtu: Some(mtu),
+                ..Default::default()
+            },
+        )
+        .await?;
+        n.update_subnet(
+            &h.subnet.id,
+            &SubnetUpdate {
+                dns_nameservers: Some(vec!["10.236.3.53".into()]),
+                ..Default::default()
+            },
+        )
+        .await?;
+        // the controller's next read of the network (the event a new VIF
+        // depends on), bounded by a few refresh intervals
+        wait_until(
+            "the controller sees the new MTU and DNS server",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async {
+                let net = ctx.pod_net.get();
+                let dns = net
+                    .subnets
+                    .iter()
+                    .any(|s| s.dns_nameservers == ["10.236.3.53"]);
+                Ok((net.network.mtu == Some(mtu) && dns).then_some(()))
+            },
+        )
+        .await?;
+        let uids = h.create_pods(&["net-1".to_string()], NODE).await?;
+        let v1 = h.vif_of("net-1", &uids[0], WAIT).await?;
+        assert_eq!(
+            v1.network.mtu,
+            Some(mtu),
+            "the new pod's VIF has the new MTU"
+        );
+        assert_eq!(v1.network.subnets[0].dns, vec!["10.236.3.53".to_string()]);
+        let v0_again = h
+            .kps
+            .get("net-0")
+            .await?
+            .status
+            .and_then(|s| s.default_vif().cloned())
+            .expect("net-0 keeps its VIF");
+        assert_eq!(
+            v0_again.network.mtu, before_mtu,
+            "a running pod keeps what it was plugged with"
+        );
+        h.delete_all_pods(WAIT).await?;
+        ctl.stop().await;
         anyhow::Ok(())
     };
     finally(body, h.cleanup()).await

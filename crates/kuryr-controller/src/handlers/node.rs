@@ -223,10 +223,11 @@ async fn ensure_node_port(node: &Node, ctx: &Context, nodes_group: &str) -> Resu
                 .await?;
         }
     }
+    let net = ctx.pod_net.get();
     let mut vif = Vif::from_port(
         &port,
-        &ctx.network,
-        &ctx.subnets,
+        &net.network,
+        &net.subnets,
         VifKind::OpenVSwitch {
             bridge_name: ctx.ovs_bridge.clone(),
         },
@@ -234,7 +235,7 @@ async fn ensure_node_port(node: &Node, ctx: &Context, nodes_group: &str) -> Resu
     // the annotation changes only when the port does, not with its status
     vif.active = false;
     // Services' VIPs: through the pods' router, like the pods reach them
-    let gateway = ctx.subnets.iter().find_map(|s| s.gateway_ip.clone());
+    let gateway = net.subnets.iter().find_map(|s| s.gateway_ip.clone());
     let routes = match (&ctx.lb, gateway) {
         (Some(lb), Some(gateway)) => vec![kuryr_crds::NodeRoute {
             cidr: lb.service_cidr.clone(),

@@ -216,10 +216,11 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
             Step::CreatePort => {
                 let k = kp.as_ref().expect("plan: CreatePort has a KuryrPort");
                 let (port, vlan) = acquire(ctx, k).await?;
+                let net = ctx.pod_net.get();
                 let mut vif = Vif::from_port(
                     &port,
-                    &ctx.network,
-                    &ctx.subnets,
+                    &net.network,
+                    &net.subnets,
                     ctx.drivers.vif_kind(&port, &ctx.ovs_bridge, vlan),
                 );
                 // ACTIVE is what Neutron says after this pod is plugged,
