@@ -96,6 +96,25 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     }
     match klbs.get_opt(&name).await? {
         None => {
+            // The watch cache can lag behind the API server: in a conformance
+            // run a Service's deletion never reached it, and every later pass
+            // made its KuryrLoadBalancer again (refused: its namespace was
+            // terminating) instead of letting the Service go. Before making
+            // one, the Service is read fresh.
+            match svcs.get_opt(&name).await? {
+                None => return Ok(Action::await_change()),
+                Some(fresh) if fresh.metadata.deletion_timestamp.is_some() => {
+                    set_finalizers(
+                        &svcs,
+                        &fresh.metadata,
+                        without(&fresh.metadata, SERVICE_FINALIZER),
+                    )
+                    .await?;
+                    tracing::info!(service = %format!("{ns}/{name}"), "service load balancer released (deleted before it was made)");
+                    return Ok(Action::await_change());
+                }
+                Some(_) => {}
+            }
             let klb = KuryrLoadBalancer {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
