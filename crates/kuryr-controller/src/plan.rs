@@ -7,8 +7,10 @@ use crate::drivers::DriverKind;
 use crate::pool::FREE_PORT_NAME;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 use kuryr_crds::{KURYRPORT_FINALIZER, KuryrPort, POD_FINALIZER};
 use kuryr_openstack::types::neutron::{FixedIp, PortCreate};
+use std::time::Duration;
 
 /// Tag on every Neutron resource of a cluster: `kuryr-cluster:<id>`.
 pub fn cluster_tag(cluster_id: &str) -> String {
@@ -104,6 +106,9 @@ pub enum Step {
     /// implement, or junk): nothing is touched for this pod, a Warning
     /// event says why.
     Unreadable,
+    /// The pod is being deleted but some container still runs: its port
+    /// stays; look again within this long.
+    Draining(Duration),
     /// The pod is going away: release its port and KuryrPort.
     Release,
     /// Released: take the pod finalizer off.
@@ -120,21 +125,59 @@ pub fn wants_port(pod: &Pod) -> bool {
     spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) && !spec.host_network.unwrap_or(false)
 }
 
-/// The pod is going away or has finished: its port can be released.
+/// How long after its deletion deadline (`deletionTimestamp`) a pod whose
+/// containers are still reported running is taken as gone (its node down,
+/// or no kubelet to report the end).
+pub const TERMINATION_SLACK: Duration = Duration::from_secs(30);
+
+/// The pod has finished: its phase is terminal.
 pub fn is_finished(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_some()
-        || matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
-/// The next step for `pod`, whose KuryrPort (same namespace and name) is `kp`.
-pub fn next_step(pod: &Pod, kp: Option<&KuryrPort>) -> Step {
+/// A pod being deleted keeps its port while it may still run: a
+/// terminating pod still serves (graceful termination, connections
+/// draining; a Service with `publishNotReadyAddresses` still sends it
+/// traffic). `Some(left)`: some container is still reported running, look
+/// again within `left`; `None`: nothing of it runs any more (the kubelet's
+/// final delete with grace period 0, a terminal phase, no container
+/// running, or its deadline plus [`TERMINATION_SLACK`] passed).
+pub fn still_running(pod: &Pod, now: Timestamp) -> Option<Duration> {
+    let deadline = pod.metadata.deletion_timestamp.as_ref()?.0;
+    if pod.metadata.deletion_grace_period_seconds == Some(0) || is_finished(pod) {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let running = [
+        &status.container_statuses,
+        &status.init_container_statuses,
+        &status.ephemeral_container_statuses,
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    if !running {
+        return None;
+    }
+    let end = deadline.checked_add(TERMINATION_SLACK).unwrap_or(deadline);
+    let left = now.duration_until(end);
+    (left.is_positive()).then(|| left.unsigned_abs())
+}
+
+/// The next step for `pod`, whose KuryrPort (same namespace and name) is
+/// `kp`, at `now`.
+pub fn next_step(pod: &Pod, kp: Option<&KuryrPort>, now: Timestamp) -> Step {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
     let pod_final = has_finalizer(pod.metadata.finalizers.as_ref(), POD_FINALIZER);
     let kp_is_ours = kp.is_some_and(|k| k.spec.pod_uid == uid);
-    if is_finished(pod) || !wants_port(pod) {
+    if kp_is_ours && let Some(left) = still_running(pod, now) {
+        return Step::Draining(left);
+    }
+    if pod.metadata.deletion_timestamp.is_some() || is_finished(pod) || !wants_port(pod) {
         // a pod that never needed a port has neither finalizer nor KuryrPort
         if kp.is_some() {
             return if kp_is_ours {
@@ -177,6 +220,15 @@ pub fn kp_has_finalizer(meta: &ObjectMeta) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Well after every deletion timestamp of these tests.
+    fn late() -> Timestamp {
+        "2026-11-22T13:00:00Z".parse().unwrap()
+    }
+
+    fn step(p: &Pod, k: Option<&KuryrPort>) -> Step {
+        next_step(p, k, late())
+    }
     use kuryr_crds::{
         DEFAULT_IFNAME, KuryrPortSpec, KuryrPortStatus, Vif, VifEntry, VifKind, VifNetwork,
     };
@@ -241,28 +293,22 @@ mod tests {
     #[test]
     fn a_new_pod_goes_finalizer_kuryrport_port_active() {
         let fin: serde_json::Value = serde_json::from_str(FIN).unwrap();
-        assert_eq!(
-            next_step(&pod("u1", json!({})), None),
-            Step::AddPodFinalizer
-        );
+        assert_eq!(step(&pod("u1", json!({})), None), Step::AddPodFinalizer);
         let p = pod("u1", fin);
-        assert_eq!(next_step(&p, None), Step::CreateKuryrPort);
-        assert_eq!(next_step(&p, Some(&kp("u1", None))), Step::CreatePort);
-        assert_eq!(
-            next_step(&p, Some(&kp("u1", Some(false)))),
-            Step::CheckActive
-        );
-        assert_eq!(next_step(&p, Some(&kp("u1", Some(true)))), Step::Nothing);
+        assert_eq!(step(&p, None), Step::CreateKuryrPort);
+        assert_eq!(step(&p, Some(&kp("u1", None))), Step::CreatePort);
+        assert_eq!(step(&p, Some(&kp("u1", Some(false)))), Step::CheckActive);
+        assert_eq!(step(&p, Some(&kp("u1", Some(true)))), Step::Nothing);
     }
 
     #[test]
     fn host_network_and_unscheduled_pods_are_left_alone() {
         assert_eq!(
-            next_step(&pod("u1", json!({"spec": {"hostNetwork": true}})), None),
+            step(&pod("u1", json!({"spec": {"hostNetwork": true}})), None),
             Step::Nothing
         );
         assert_eq!(
-            next_step(&pod("u1", json!({"spec": {"nodeName": null}})), None),
+            step(&pod("u1", json!({"spec": {"nodeName": null}})), None),
             Step::Nothing
         );
     }
@@ -275,19 +321,19 @@ mod tests {
             json!({"metadata": {"deletionTimestamp": "2026-11-22T12:00:00Z"}}),
         );
         let p = pod("u1", gone);
-        assert_eq!(next_step(&p, Some(&kp("u1", Some(true)))), Step::Release);
-        assert_eq!(next_step(&p, None), Step::RemovePodFinalizer);
+        assert_eq!(step(&p, Some(&kp("u1", Some(true)))), Step::Release);
+        assert_eq!(step(&p, None), Step::RemovePodFinalizer);
         // deleted before the finalizer was ever added: nothing to do
         let p = pod(
             "u1",
             json!({"metadata": {"deletionTimestamp": "2026-11-22T12:00:00Z"}}),
         );
-        assert_eq!(next_step(&p, None), Step::Nothing);
+        assert_eq!(step(&p, None), Step::Nothing);
         // a finished pod gives its port back too
         let mut done: serde_json::Value = serde_json::from_str(FIN).unwrap();
         merge(&mut done, json!({"status": {"phase": "Succeeded"}}));
         assert_eq!(
-            next_step(&pod("u1", done), Some(&kp("u1", Some(true)))),
+            step(&pod("u1", done), Some(&kp("u1", Some(true)))),
             Step::Release
         );
     }
@@ -306,27 +352,24 @@ mod tests {
         }))
         .expect("an unreadable VIF does not fail the object");
         let p = pod("u1", serde_json::from_str(FIN).unwrap());
-        assert_eq!(next_step(&p, Some(&k)), Step::Unreadable);
+        assert_eq!(step(&p, Some(&k)), Step::Unreadable);
         let mut gone: serde_json::Value = serde_json::from_str(FIN).unwrap();
         merge(
             &mut gone,
             json!({"metadata": {"deletionTimestamp": "2026-11-22T12:00:00Z"}}),
         );
-        assert_eq!(next_step(&pod("u1", gone), Some(&k)), Step::Release);
+        assert_eq!(step(&pod("u1", gone), Some(&k)), Step::Release);
         // another pod's: released as stale like any other
         let p2 = pod("u2", serde_json::from_str(FIN).unwrap());
-        assert_eq!(next_step(&p2, Some(&k)), Step::ReleaseStale);
+        assert_eq!(step(&p2, Some(&k)), Step::ReleaseStale);
         k.status = None;
-        assert_eq!(next_step(&p, Some(&k)), Step::CreatePort);
+        assert_eq!(step(&p, Some(&k)), Step::CreatePort);
     }
 
     #[test]
     fn a_pod_made_again_under_the_same_name_is_a_new_pod() {
         let p = pod("u2", serde_json::from_str(FIN).unwrap());
-        assert_eq!(
-            next_step(&p, Some(&kp("u1", Some(true)))),
-            Step::ReleaseStale
-        );
+        assert_eq!(step(&p, Some(&kp("u1", Some(true)))), Step::ReleaseStale);
     }
 
     #[test]
@@ -370,6 +413,60 @@ mod tests {
         assert_eq!(
             pod_port_tags(&cluster, "u1"),
             vec!["k8s", "kuryr-cluster:c1", "kuryr-pod:u1"]
+        );
+    }
+
+    #[test]
+    fn a_terminating_pod_keeps_its_port_while_a_container_runs() {
+        let running = json!({"state": {"running": {}}, "name": "c", "image": "i",
+            "imageID": "", "ready": false, "restartCount": 0});
+        let stopped = json!({"state": {"terminated": {"exitCode": 0}}, "name": "c",
+            "image": "i", "imageID": "", "ready": false, "restartCount": 0});
+        let deleting = |extra: serde_json::Value| {
+            let mut v: serde_json::Value = serde_json::from_str(FIN).unwrap();
+            merge(
+                &mut v,
+                json!({"metadata": {"deletionTimestamp": "2026-11-22T12:00:30Z",
+                    "deletionGracePeriodSeconds": 30}}),
+            );
+            merge(&mut v, extra);
+            pod("u1", v)
+        };
+        let k = kp("u1", Some(true));
+        let at = |t: &str| t.parse::<Timestamp>().unwrap();
+        // still running, 30 s before its deadline: 60 s left (deadline + slack)
+        let p = deleting(json!({"status": {"containerStatuses": [running.clone()]}}));
+        assert_eq!(
+            next_step(&p, Some(&k), at("2026-11-22T12:00:00Z")),
+            Step::Draining(Duration::from_secs(60))
+        );
+        // its deadline and the slack passed: the node is taken as gone
+        assert_eq!(
+            next_step(&p, Some(&k), at("2026-11-22T12:01:00Z")),
+            Step::Release
+        );
+        // every container stopped, or the kubelet's final delete: released
+        let p = deleting(json!({"status": {"containerStatuses": [stopped]}}));
+        assert_eq!(
+            next_step(&p, Some(&k), at("2026-11-22T12:00:00Z")),
+            Step::Release
+        );
+        let p = deleting(json!({"metadata": {"deletionGracePeriodSeconds": 0},
+            "status": {"containerStatuses": [running.clone()]}}));
+        assert_eq!(
+            next_step(&p, Some(&k), at("2026-11-22T12:00:00Z")),
+            Step::Release
+        );
+        // an init container running counts too; a pod never started does not
+        let p = deleting(json!({"status": {"initContainerStatuses": [running]}}));
+        assert!(matches!(
+            next_step(&p, Some(&k), at("2026-11-22T12:00:00Z")),
+            Step::Draining(_)
+        ));
+        let p = deleting(json!({}));
+        assert_eq!(
+            next_step(&p, Some(&k), at("2026-11-22T12:00:00Z")),
+            Step::Release
         );
     }
 }

@@ -153,10 +153,12 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
     let mut kp = kps.get_opt(&name).await?;
     // a bounded number of steps per pass; the watch brings the pod back
     for _ in 0..8 {
-        let step = plan::next_step(&pod, kp.as_ref());
+        let step = plan::next_step(&pod, kp.as_ref(), k8s_openapi::jiff::Timestamp::now());
         tracing::debug!(pod = %format!("{ns}/{name}"), ?step, "step");
         match step {
             Step::Nothing => return Ok(Action::await_change()),
+            // the kubelet's status updates bring the pod back sooner
+            Step::Draining(left) => return Ok(Action::requeue(left)),
             Step::AddPodFinalizer => {
                 let mut f = pod.metadata.finalizers.clone().unwrap_or_default();
                 f.push(POD_FINALIZER.into());
