@@ -9,9 +9,9 @@ use crate::plan::{self, PortSettings};
 use crate::pool::{FREE_PORT_NAME, PoolKey, PoolPort};
 use crate::vlan::VlanIds;
 use k8s_openapi::api::core::v1::Node;
-use kuryr_crds::VifKind;
+use kuryr_crds::{Vif, VifKind};
 use kuryr_openstack::types::neutron::{
-    AddressPair, NetworkIpAvailability, Port, PortCreate, PortUpdate, SubPort,
+    AddressPair, Network, NetworkIpAvailability, Port, PortCreate, PortUpdate, SubPort, Subnet,
 };
 use kuryr_openstack::{Error, Query, TaggedResource};
 use std::collections::HashMap;
@@ -784,6 +784,29 @@ impl Drivers {
             },
             DriverKind::NestedMacvlan => VifKind::MacvlanNested,
         }
+    }
+
+    /// The VIF a pod's KuryrPort gets for `port` on `network` and its
+    /// `subnets`: the kind from [`Drivers::vif_kind`], a hybrid plug's
+    /// network bridge what Neutron bound (else `ovs_bridge`, as
+    /// kuryr-kubernetes did), and never ACTIVE until Neutron says so after
+    /// this pod is plugged (a pool port's old status does not count).
+    pub fn vif(
+        &self,
+        port: &Port,
+        network: &Network,
+        subnets: &[Subnet],
+        ovs_bridge: &str,
+        vlan: Option<u16>,
+    ) -> Vif {
+        let kind = self.vif_kind(port, ovs_bridge, vlan);
+        let hybrid = matches!(kind, VifKind::Bridge { .. });
+        let mut vif = Vif::from_port(port, network, subnets, kind);
+        if hybrid {
+            vif.network.bridge = Some(VifKind::from_binding(port, ovs_bridge).1);
+        }
+        vif.active = false;
+        vif
     }
 
     /// The OpenStack client.

@@ -17,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kuryr_crds::{
     DEFAULT_IFNAME, KURYRPORT_FINALIZER, KuryrPort, KuryrPortSpec, KuryrPortStatus,
-    NODE_NAME_LABEL, POD_FINALIZER, Vif, VifEntry,
+    NODE_NAME_LABEL, POD_FINALIZER, VifEntry,
 };
 use kuryr_openstack::Query;
 use kuryr_openstack::types::neutron::Port;
@@ -219,15 +219,9 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
                 let k = kp.as_ref().expect("plan: CreatePort has a KuryrPort");
                 let (port, vlan) = acquire(ctx, k).await?;
                 let net = ctx.pod_net.get();
-                let mut vif = Vif::from_port(
-                    &port,
-                    &net.network,
-                    &net.subnets,
-                    ctx.drivers.vif_kind(&port, &ctx.ovs_bridge, vlan),
-                );
-                // ACTIVE is what Neutron says after this pod is plugged,
-                // never what a pool port's old description said
-                vif.active = false;
+                let vif = ctx
+                    .drivers
+                    .vif(&port, &net.network, &net.subnets, &ctx.ovs_bridge, vlan);
                 let status = KuryrPortStatus::new(
                     [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
                 );

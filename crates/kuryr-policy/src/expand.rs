@@ -1,0 +1,399 @@
+//! Expansion of one direction's policy rules into security-group rules.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
+
+use crate::peers::{Namespaces, Peer, resolve_peers};
+use crate::ports::{PortSpec, named_port_numbers, parse_ports};
+use crate::{
+    AffectedPod, Cidr, Direction, EtherType, Pod, PolicyError, PortRange, Protocol, Rule,
+    RuleEntry, World,
+};
+
+/// Protocol and port range of a rule being built.
+type L4 = (Option<Protocol>, Option<PortRange>);
+
+#[derive(Default)]
+struct Meta {
+    namespaces: BTreeSet<String>,
+    pods: BTreeSet<(IpAddr, String)>,
+}
+
+/// Accumulates the rules of one direction.
+pub(crate) struct Expander<'a, 'w> {
+    direction: Direction,
+    world: &'w World,
+    policy_namespace: &'a str,
+    selected: &'a [&'w Pod],
+    namespaces: &'a Namespaces<'w>,
+    rules: BTreeMap<Rule, Meta>,
+}
+
+/// The "anywhere" families enabled by the settings.
+pub(crate) fn families(world: &World) -> Vec<EtherType> {
+    let s = &world.settings;
+    [(s.ipv4, EtherType::IPv4), (s.ipv6, EtherType::IPv6)]
+        .into_iter()
+        .filter_map(|(on, e)| on.then_some(e))
+        .collect()
+}
+
+fn make_rule(direction: Direction, ethertype: EtherType, l4: L4, remote: Option<Cidr>) -> Rule {
+    Rule {
+        direction,
+        ethertype,
+        protocol: l4.0,
+        ports: l4.1.filter(|_| l4.0.is_some()),
+        remote: remote.filter(|c| c.prefix() != 0),
+    }
+}
+
+fn family_of(ip: &IpAddr) -> EtherType {
+    if ip.is_ipv6() {
+        EtherType::IPv6
+    } else {
+        EtherType::IPv4
+    }
+}
+
+impl<'a, 'w> Expander<'a, 'w> {
+    /// An empty accumulator for `direction` of a policy in `policy_namespace`
+    /// selecting `selected`.
+    pub fn new(
+        direction: Direction,
+        world: &'w World,
+        policy_namespace: &'a str,
+        selected: &'a [&'w Pod],
+        namespaces: &'a Namespaces<'w>,
+    ) -> Self {
+        Self {
+            direction,
+            world,
+            policy_namespace,
+            selected,
+            namespaces,
+            rules: BTreeMap::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        rule: Rule,
+        namespace: Option<&str>,
+        pods: impl IntoIterator<Item = (IpAddr, String)>,
+    ) {
+        let meta = self.rules.entry(rule).or_default();
+        meta.namespaces.extend(namespace.map(str::to_owned));
+        meta.pods.extend(pods);
+    }
+
+    /// Allows everything from/to `cidr` (no namespace, no pods).
+    pub fn allow_cidr(&mut self, cidr: Cidr) {
+        let rule = make_rule(
+            self.direction,
+            EtherType::of(&cidr),
+            (None, None),
+            Some(cidr),
+        );
+        self.add(rule, None, []);
+    }
+
+    /// Allows everything for every enabled family.
+    pub fn allow_all(&mut self) {
+        for eth in families(self.world) {
+            self.add(Rule::allow_all(self.direction, eth), None, []);
+        }
+    }
+
+    /// Expands the rule `spec.<direction>[index]`; unresolvable named ports
+    /// are skipped and reported in `warnings`.
+    pub fn expand_rule(
+        &mut self,
+        index: usize,
+        peers: Option<&Vec<NetworkPolicyPeer>>,
+        ports: Option<&Vec<NetworkPolicyPort>>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), PolicyError> {
+        let ports = parse_ports(ports)?;
+        let peers = resolve_peers(peers, self.policy_namespace, self.world, self.namespaces)?;
+        for peer in &peers {
+            for port in &ports {
+                match port {
+                    PortSpec::Any => self.emit(peer, (None, None), &[]),
+                    PortSpec::Numeric(p, range) => self.emit(peer, (Some(*p), *range), &[]),
+                    PortSpec::Named(p, name) => match self.direction {
+                        Direction::Ingress => self.ingress_named(peer, *p, name),
+                        Direction::Egress => {
+                            if let Some(w) = self.egress_named(peer, *p, name) {
+                                warnings.push(format!("spec.egress[{index}]: {w}"));
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rules towards `peer` with `l4`; `suppliers` are the pods whose named
+    /// port gave the port number (listed as affected pods).
+    fn emit(&mut self, peer: &Peer<'w>, l4: L4, suppliers: &[&Pod]) {
+        let direction = self.direction;
+        let supplied = |eth: EtherType| -> Vec<(IpAddr, String)> {
+            suppliers
+                .iter()
+                .flat_map(|p| p.ips.iter().map(move |ip| (*ip, p.namespace.clone())))
+                .filter(|(ip, _)| family_of(ip) == eth)
+                .collect()
+        };
+        match peer {
+            Peer::Anywhere => {
+                for eth in families(self.world) {
+                    self.add(make_rule(direction, eth, l4, None), None, supplied(eth));
+                }
+            }
+            Peer::Block(_, parts) => {
+                for c in parts {
+                    let eth = EtherType::of(c);
+                    self.add(make_rule(direction, eth, l4, Some(*c)), None, supplied(eth));
+                }
+            }
+            Peer::Pods(groups) => {
+                for g in groups {
+                    if let Some(cidrs) = &g.shortcut {
+                        for c in cidrs {
+                            let eth = EtherType::of(c);
+                            let rule = make_rule(direction, eth, l4, Some(*c));
+                            self.add(rule, g.namespace.as_deref(), supplied(eth));
+                        }
+                        continue;
+                    }
+                    for pod in &g.pods {
+                        for ip in &pod.ips {
+                            let eth = family_of(ip);
+                            let rule = make_rule(direction, eth, l4, Some(Cidr::host(*ip)));
+                            let mut pods = supplied(eth);
+                            pods.push((*ip, pod.namespace.clone()));
+                            self.add(rule, Some(&pod.namespace), pods);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ingress: the name is looked up in the selected (destination) pods;
+    /// one rule set per distinct number.
+    fn ingress_named(&mut self, peer: &Peer<'w>, protocol: Protocol, name: &str) {
+        let mut by_number: BTreeMap<u16, Vec<&Pod>> = BTreeMap::new();
+        for pod in self.selected {
+            for n in named_port_numbers(pod, protocol, name) {
+                by_number.entry(n).or_default().push(pod);
+            }
+        }
+        for (n, suppliers) in by_number {
+            self.emit(
+                peer,
+                (Some(protocol), Some(PortRange::single(n))),
+                &suppliers,
+            );
+        }
+    }
+
+    /// Egress: the name is looked up in each peer pod, giving one rule per
+    /// pod IP and number. Returns a warning for an ipBlock peer.
+    fn egress_named(&mut self, peer: &Peer<'w>, protocol: Protocol, name: &str) -> Option<String> {
+        let world = self.world;
+        let pods: Vec<&Pod> = match peer {
+            Peer::Block(cidr, _) => {
+                return Some(format!(
+                    "named port {name:?} cannot be resolved for ipBlock {cidr}; skipped"
+                ));
+            }
+            // Only pods can have named ports: "anywhere" means every pod.
+            Peer::Anywhere => world.pods.iter().collect(),
+            // Namespace/cluster subnet shortcuts are not usable here.
+            Peer::Pods(groups) => groups.iter().flat_map(|g| g.pods.iter().copied()).collect(),
+        };
+        for pod in pods {
+            for n in named_port_numbers(pod, protocol, name) {
+                for ip in &pod.ips {
+                    let l4 = (Some(protocol), Some(PortRange::single(n)));
+                    let rule = make_rule(self.direction, family_of(ip), l4, Some(Cidr::host(*ip)));
+                    self.add(rule, Some(&pod.namespace), [(*ip, pod.namespace.clone())]);
+                }
+            }
+        }
+        None
+    }
+
+    /// The rules, de-duplicated, without rules covered by another one, sorted.
+    pub fn finish(self) -> Vec<RuleEntry> {
+        let mut index: HashMap<(EtherType, Option<Cidr>), Vec<&Rule>> = HashMap::new();
+        for rule in self.rules.keys() {
+            index
+                .entry((rule.ethertype, rule.remote))
+                .or_default()
+                .push(rule);
+        }
+        let covered = |rule: &Rule| {
+            let containing = rule
+                .remote
+                .iter()
+                .flat_map(|c| (1..=c.prefix()).map(|p| Some(c.truncate(p))));
+            std::iter::once(None).chain(containing).any(|remote| {
+                index
+                    .get(&(rule.ethertype, remote))
+                    .is_some_and(|v| v.iter().any(|o| *o != rule && o.covers(rule)))
+            })
+        };
+        self.rules
+            .iter()
+            .filter(|(rule, _)| !covered(rule))
+            .map(|(rule, meta)| RuleEntry {
+                rule: rule.clone(),
+                namespace: meta.namespaces.first().cloned(),
+                affected_pods: meta
+                    .pods
+                    .iter()
+                    .map(|(ip, ns)| AffectedPod {
+                        pod_ip: ip.to_string(),
+                        pod_namespace: ns.clone(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::{ingress, namespace, pod, policy, show, with_port, world};
+    use crate::{Cidr, Protocol, World, compute};
+    use serde_json::json;
+
+    #[test]
+    fn protocols_and_port_ranges() {
+        let spec = json!({"ingress": [{"ports": [
+            {"port": 53, "protocol": "UDP"},
+            {"protocol": "SCTP"},
+            {"port": 30000, "endPort": 32767},
+        ]}]});
+        assert_eq!(
+            ingress(&World::default(), spec),
+            [
+                "ingress IPv4 tcp 30000-32767 anywhere",
+                "ingress IPv4 udp 53-53 anywhere",
+                "ingress IPv4 sctp anywhere",
+                "ingress IPv6 tcp 30000-32767 anywhere",
+                "ingress IPv6 udp 53-53 anywhere",
+                "ingress IPv6 sctp anywhere",
+            ]
+        );
+    }
+
+    #[test]
+    fn ingress_named_ports_resolve_on_selected_pods() {
+        let w = world(
+            vec![
+                with_port(
+                    pod("ns", "s1", &[("app", "srv")], &["10.0.0.1"]),
+                    "http",
+                    Protocol::Tcp,
+                    8080,
+                ),
+                with_port(
+                    pod("ns", "s2", &[("app", "srv")], &["10.0.0.2"]),
+                    "http",
+                    Protocol::Tcp,
+                    9090,
+                ),
+                with_port(
+                    pod("ns", "s3", &[("app", "srv")], &["10.0.0.3"]),
+                    "http",
+                    Protocol::Udp,
+                    7000,
+                ),
+                with_port(
+                    pod("ns", "client", &[("app", "cli")], &["10.0.0.9"]),
+                    "http",
+                    Protocol::Tcp,
+                    7070,
+                ),
+            ],
+            vec![],
+        );
+        let spec = json!({"podSelector": {"matchLabels": {"app": "srv"}}, "ingress": [{
+            "from": [{"ipBlock": {"cidr": "172.16.0.0/12"}}],
+            "ports": [{"port": "http"}, {"port": "missing"}],
+        }]});
+        let out = compute(&policy("ns", spec), &w).unwrap();
+        assert_eq!(
+            show(&out.ingress),
+            [
+                "ingress IPv4 tcp 8080-8080 172.16.0.0/12",
+                "ingress IPv4 tcp 9090-9090 172.16.0.0/12"
+            ]
+        );
+        assert_eq!(out.ingress[0].affected_pods[0].pod_ip, "10.0.0.1");
+        assert_eq!(out.ingress[1].affected_pods[0].pod_ip, "10.0.0.2");
+        assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn egress_named_ports_resolve_per_peer_pod() {
+        let w = world(
+            vec![
+                pod("ns", "me", &[("app", "me")], &["10.0.0.1"]),
+                with_port(
+                    pod("db", "db1", &[("app", "db")], &["10.5.0.1", "fd00::51"]),
+                    "sql",
+                    Protocol::Tcp,
+                    5432,
+                ),
+                with_port(
+                    pod("db", "db2", &[("app", "db")], &["10.5.0.2"]),
+                    "sql",
+                    Protocol::Tcp,
+                    3306,
+                ),
+                pod("db", "db3", &[("app", "db")], &["10.5.0.3"]),
+            ],
+            vec![namespace("db", &[("role", "db")], &["10.5.0.0/24"])],
+        );
+        let spec = json!({"podSelector": {"matchLabels": {"app": "me"}}, "policyTypes": ["Egress"], "egress": [
+            {"to": [{"namespaceSelector": {"matchLabels": {"role": "db"}}}], "ports": [{"port": "sql"}, {"port": 22}]},
+            {"to": [{"ipBlock": {"cidr": "192.168.0.0/16"}}], "ports": [{"port": "sql"}, {"port": 443}]},
+        ]});
+        let out = compute(&policy("ns", spec), &w).unwrap();
+        assert_eq!(
+            show(&out.egress),
+            [
+                "egress IPv4 tcp 22-22 10.5.0.0/24",
+                "egress IPv4 tcp 443-443 192.168.0.0/16",
+                "egress IPv4 tcp 3306-3306 10.5.0.2/32",
+                "egress IPv4 tcp 5432-5432 10.5.0.1/32",
+                "egress IPv6 tcp 5432-5432 fd00::51/128",
+            ]
+        );
+        assert_eq!(out.warnings.len(), 1);
+        assert!(out.warnings[0].contains("spec.egress[1]") && out.warnings[0].contains("sql"));
+        let e = &out.egress[2];
+        assert_eq!(
+            (e.namespace.as_deref(), e.affected_pods[0].pod_ip.as_str()),
+            (Some("db"), "10.5.0.2")
+        );
+        // `to` absent: every pod of the cluster with that port, no warning.
+        let spec = json!({"policyTypes": ["Egress"], "egress": [{"ports": [{"port": "sql"}]}]});
+        let out = compute(&policy("ns", spec), &w).unwrap();
+        assert_eq!(out.egress.len(), 3);
+        assert!(out.warnings.is_empty());
+        assert!(out.egress.iter().all(|e| {
+            e.rule
+                .remote
+                .is_some_and(|c: Cidr| c.prefix() == c.max_prefix())
+        }));
+    }
+}
