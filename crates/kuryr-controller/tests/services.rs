@@ -214,17 +214,24 @@ async fn a_service_is_a_load_balancer_that_follows_its_endpoints() -> anyhow::Re
             lb::ovn_applied(&h)?;
             assert_eq!(ask(&client.ns, "tcp", &format!("{vip}:80"))?, "member-a");
 
-            // the Service goes: the KuryrLoadBalancer, the load balancer, the finalizer
-            let uid = svcs.get(&name).await?.metadata.uid.unwrap_or_default();
+            // the Service goes at once (no finalizer holds it), then the
+            // KuryrLoadBalancer it owns (garbage collector) once its load
+            // balancer is deleted
+            let svc = svcs.get(&name).await?;
+            assert!(
+                svc.metadata.finalizers.unwrap_or_default().is_empty(),
+                "a Service gets no finalizer"
+            );
+            let uid = svc.metadata.uid.unwrap_or_default();
             svcs.delete(&name, &DeleteParams::default()).await?;
+            assert!(svcs.get_opt(&name).await?.is_none(), "deleted at once");
             wait_until(
-                "service gone",
+                "the KuryrLoadBalancer gone",
                 Duration::from_secs(120),
                 Duration::from_millis(300),
-                || async { Ok(svcs.get_opt(&name).await?.is_none().then_some(())) },
+                || async { Ok(klbs.get_opt(&name).await?.is_none().then_some(())) },
             )
             .await?;
-            assert!(klbs.get_opt(&name).await?.is_none());
             let left = o
                 .list_load_balancers(&Query::new().tags([service_tag(&uid)]))
                 .await?;

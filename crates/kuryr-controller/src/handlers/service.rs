@@ -1,12 +1,16 @@
 //! The service handler (kuryr-kubernetes' `service`): a Service of type
-//! ClusterIP or LoadBalancer gets the finalizer
-//! `kuryr.openstack.org/service-finalizer` and a KuryrLoadBalancer of its
-//! name, owned by it, whose spec follows the Service (VIP = ClusterIP,
-//! ports, timeouts from annotations); a Service kuryr-rs does not serve
-//! (headless, ExternalName, NodePort) gets a Warning event saying why. A
-//! deleted Service deletes its KuryrLoadBalancer, and its finalizer goes
-//! once the load-balancer handler has deleted the load balancer and the
-//! KuryrLoadBalancer is gone.
+//! ClusterIP or LoadBalancer gets a KuryrLoadBalancer of its name, owned by
+//! it, whose spec follows the Service (VIP = ClusterIP, ports, timeouts
+//! from annotations); a Service kuryr-rs does not serve (headless,
+//! ExternalName, NodePort) gets a Warning event saying why.
+//!
+//! Unlike kuryr-kubernetes, the Service itself gets no finalizer: deleting
+//! it is never held up by Octavia (Kubernetes' conformance tests expect a
+//! deleted Service, or a deleted collection, to be gone at once). The
+//! KuryrLoadBalancer it owns is deleted by the garbage collector, and that
+//! object's own finalizer keeps it until the load-balancer handler has
+//! deleted the load balancer. A `kuryr.openstack.org/service-finalizer`
+//! left by kuryr-kubernetes or an earlier kuryr-rs is taken off.
 
 use crate::handlers::{set_finalizers, without};
 use crate::services::spec::{self, Skip};
@@ -44,33 +48,37 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let name = svc.metadata.name.clone().unwrap_or_default();
     let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &ns);
     let klbs: Api<KuryrLoadBalancer> = Api::namespaced(ctx.kube.clone(), &ns);
-    let ours = svc
+    // a finalizer kuryr-kubernetes (or an earlier kuryr-rs) put on
+    let legacy = svc
         .metadata
         .finalizers
         .iter()
         .flatten()
         .any(|f| f == SERVICE_FINALIZER);
     let want = spec::klb_spec(&svc, &lbs.service);
-    if svc.metadata.deletion_timestamp.is_some() || (want.is_err() && ours) {
-        // gone, or no longer one of ours (type changed): the load balancer
-        // goes first, then the finalizer
-        if klbs.get_opt(&name).await?.is_some() {
+    if matches!(want, Err(Skip::NoClusterIp)) && svc.metadata.deletion_timestamp.is_none() {
+        // not allocated yet: the allocation brings the Service back
+        return Ok(Action::await_change());
+    }
+    if svc.metadata.deletion_timestamp.is_some() || want.is_err() {
+        // gone (the garbage collector takes the KuryrLoadBalancer it owns),
+        // or no longer one of ours (type changed): its KuryrLoadBalancer
+        // goes, and with it the load balancer
+        if (want.is_err() || legacy) && klbs.get_opt(&name).await?.is_some() {
             match klbs.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
-            // the KuryrLoadBalancer's deletion wakes this Service again
-            return Ok(Action::requeue(Duration::from_secs(30)));
         }
-        if ours {
+        if legacy {
             set_finalizers(
                 &svcs,
                 &svc.metadata,
                 without(&svc.metadata, SERVICE_FINALIZER),
             )
             .await?;
-            tracing::info!(service = %format!("{ns}/{name}"), "service load balancer released");
+            tracing::info!(service = %format!("{ns}/{name}"), "legacy service finalizer removed");
         }
         if let Err(skip) = want
             && svc.metadata.deletion_timestamp.is_none()
@@ -79,41 +87,29 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
         }
         return Ok(Action::await_change());
     }
-    let want = match want {
-        Ok(w) => w,
-        Err(Skip::NoClusterIp) => return Ok(Action::await_change()),
-        Err(skip) => {
-            warn(&ctx, &svc, "KuryrServiceSkipped", skip.to_string()).await;
-            return Ok(Action::await_change());
-        }
+    let Ok(want) = want else {
+        return Ok(Action::await_change());
     };
-    if !ours {
-        let mut f = svc.metadata.finalizers.clone().unwrap_or_default();
-        f.push(SERVICE_FINALIZER.into());
-        if set_finalizers(&svcs, &svc.metadata, f).await?.is_none() {
-            return Ok(Action::await_change());
-        }
+    if legacy
+        && set_finalizers(
+            &svcs,
+            &svc.metadata,
+            without(&svc.metadata, SERVICE_FINALIZER),
+        )
+        .await?
+        .is_none()
+    {
+        return Ok(Action::await_change());
     }
     match klbs.get_opt(&name).await? {
         None => {
-            // The watch cache can lag behind the API server: in a conformance
-            // run a Service's deletion never reached it, and every later pass
-            // made its KuryrLoadBalancer again (refused: its namespace was
-            // terminating) instead of letting the Service go. Before making
-            // one, the Service is read fresh.
+            // The watch cache can lag behind the API server (in a
+            // conformance run a Service's deletion never reached it, and
+            // every later pass made its KuryrLoadBalancer again): before
+            // making one, the Service is read fresh.
             match svcs.get_opt(&name).await? {
-                None => return Ok(Action::await_change()),
-                Some(fresh) if fresh.metadata.deletion_timestamp.is_some() => {
-                    set_finalizers(
-                        &svcs,
-                        &fresh.metadata,
-                        without(&fresh.metadata, SERVICE_FINALIZER),
-                    )
-                    .await?;
-                    tracing::info!(service = %format!("{ns}/{name}"), "service load balancer released (deleted before it was made)");
-                    return Ok(Action::await_change());
-                }
-                Some(_) => {}
+                Some(fresh) if fresh.metadata.deletion_timestamp.is_none() => {}
+                _ => return Ok(Action::await_change()),
             }
             let klb = KuryrLoadBalancer {
                 metadata: ObjectMeta {
