@@ -154,6 +154,13 @@ kuryr_coredns_up() {
     sed -e "s|@IMAGE@|$img|g" -e "s|@DNS_IP@|$KURYR_STACK_CLUSTER_DNS|g" \
         -e "s|^        k8s-app: kube-dns\$|&${1:+\\n        $1}|" stack/coredns/coredns.yaml > "$KD/coredns.yaml"
     KCOREDNS=1
+    # CoreDNS pods an earlier run left (its network gone with it, held by
+    # kuryr's pod finalizer after that run's controller stopped) go first
+    local p
+    for p in $($k -n kube-system get pods -l k8s-app=kube-dns -o name 2>/dev/null); do
+        $k -n kube-system patch "$p" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+        $k -n kube-system delete "$p" --grace-period=0 --force --wait=false >/dev/null 2>&1 || true
+    done
     $k apply -f "$KD/coredns.yaml" >/dev/null
     $k -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null \
         || { $k -n kube-system describe pods -l k8s-app=kube-dns | tail -20; fail "CoreDNS did not become Ready"; }
@@ -164,6 +171,8 @@ kuryr_coredns_up() {
 kuryr_coredns_down() {
     [ -n "${KCOREDNS:-}" ] || return 0
     kubectl --kubeconfig "$KUBECONFIG" delete -f "$KD/coredns.yaml" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+    # its pods too (a Deployment's pods go after it, in the background)
+    kubectl --kubeconfig "$KUBECONFIG" -n kube-system wait --for=delete pod -l k8s-app=kube-dns --timeout=120s >/dev/null 2>&1 || true
 }
 
 # kuryr_remove_load_balancers: after kuryr-controller has stopped, what it

@@ -168,8 +168,17 @@ e2e_images() {
     local LOGS=$CACHE/e2e
     need_pkgs "${E2E_PKGS[@]}"
     go_env "the e2e images"
+    # upstream's agnhost image carries CoreDNS as /coredns: the DNS specs run
+    # their own DNS server pods from it (`/coredns -conf ...`); ours gets the
+    # stack's own CoreDNS build
+    # shellcheck source=coredns.sh
+    declare -F coredns_build >/dev/null || . "$HERE/lib/coredns.sh"
+    coredns_build >/dev/null
+    local coredns
+    coredns="$(coredns_dir)/coredns"
     key=$( {
         sha "$agnhost"
+        sha "$coredns"
         sha "$GOMODCACHE/k8s.io/kubernetes@$(e2e_k8s_version)/test/images/agnhost/porter/localhost.crt"
         dpkg-query -W "${E2E_PKGS[@]}"
         printf '%s\n' "$E2E_AGNHOST_IMAGE" "$E2E_DNSUTILS_IMAGE" "${E2E_CMDS[@]}"
@@ -186,6 +195,7 @@ e2e_images() {
     # mktemp makes it 0700: it becomes the image's /, which every user must traverse
     chmod 0755 "$r"
     e2e_rootfs "$r" "$agnhost"
+    install -m 0755 "$coredns" "$r/coredns"
     local path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     # as upstream: agnhost's entrypoint is /agnhost with `pause` as default
     # argument; jessie-dnsutils (a Debian image upstream) runs a shell

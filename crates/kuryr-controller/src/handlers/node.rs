@@ -19,7 +19,7 @@
 //!   `kuryr-node:<node uid>`, recorded in the Node's annotation
 //!   `openstack.org/kuryr-node-port`, which the node's daemon plugs as a host
 //!   interface, with a route to the service subnet through the pods'
-//!   router when Services are handled (the node reaches ClusterIPs too). Deleted when the node goes (watch) or, if the controller
+//!   router when Services are handled (meant for the node to reach ClusterIPs; on OVN 23.03 the reply is not un-NATed yet, see README). Deleted when the node goes (watch) or, if the controller
 //!   missed that, by reconciliation (see [`crate::gc`]).
 
 use crate::{Context, Error, plan};
