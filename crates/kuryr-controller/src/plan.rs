@@ -229,9 +229,7 @@ mod tests {
     fn step(p: &Pod, k: Option<&KuryrPort>) -> Step {
         next_step(p, k, late())
     }
-    use kuryr_crds::{
-        DEFAULT_IFNAME, KuryrPortSpec, KuryrPortStatus, Vif, VifEntry, VifKind, VifNetwork,
-    };
+    use kuryr_crds::{KuryrPortSpec, KuryrPortStatus, Vif, VifKind, VifNetwork};
     use serde_json::json;
 
     fn pod(uid: &str, extra: serde_json::Value) -> Pod {
@@ -281,9 +279,7 @@ mod tests {
                     bridge_name: "br-int".into(),
                 },
             };
-            k.status = Some(KuryrPortStatus::new(
-                [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
-            ));
+            k.status = Some(KuryrPortStatus::default_only(vif));
         }
         k
     }

@@ -47,7 +47,7 @@
 
 use kuryr_controller::drivers::{DriverKind, Drivers, pod_mac};
 use kuryr_controller::plan::{PortSettings, cluster_tag};
-use kuryr_crds::{DEFAULT_IFNAME, KuryrPortStatus, Vif, VifEntry, VifKind};
+use kuryr_crds::{DEFAULT_IFNAME, KuryrPortStatus, Vif, VifKind};
 use kuryr_openstack::types::neutron::{Network, Port, Subnet};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -221,16 +221,7 @@ fn kuryr_rs_vif(c: &Case) -> (Vif, Value) {
         OVS_BRIDGE,
         c.vlan,
     );
-    let status = KuryrPortStatus::new(
-        [(
-            DEFAULT_IFNAME.to_string(),
-            VifEntry {
-                default: true,
-                vif: vif.clone(),
-            },
-        )]
-        .into(),
-    );
+    let status = KuryrPortStatus::default_only(vif.clone());
     let patch = json!({ "status": status });
     (vif, patch["status"].clone())
 }

@@ -167,6 +167,12 @@ impl KuryrPortStatus {
         }
     }
 
+    /// A status holding `vif` alone, as the default interface
+    /// ([`DEFAULT_IFNAME`]): what kuryr writes for a pod.
+    pub fn default_only(vif: Vif) -> Self {
+        Self::new([(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into())
+    }
+
     /// The Neutron ports of every entry, readable or not (an unreadable
     /// one counts when it names its port as os-vif does).
     pub fn port_ids(&self) -> impl Iterator<Item = &str> {

@@ -81,16 +81,7 @@ async fn kuryrport_with_a_real_vif_round_trips() -> anyhow::Result<()> {
         kp.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), "localhost".to_string())].into());
         kp.metadata.finalizers = Some(vec![KURYRPORT_FINALIZER.to_string()]);
         api.create(&PostParams::default(), &kp).await?;
-        let status = KuryrPortStatus::new(
-            [(
-                DEFAULT_IFNAME.to_string(),
-                VifEntry {
-                    default: true,
-                    vif: vif.clone(),
-                },
-            )]
-            .into(),
-        );
+        let status = KuryrPortStatus::default_only(vif.clone());
         // like kuryr-kubernetes's CRD, KuryrPort has no status subresource:
         // status is written through the object itself
         api.patch(

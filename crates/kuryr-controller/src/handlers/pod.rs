@@ -16,8 +16,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kuryr_crds::{
-    DEFAULT_IFNAME, KURYRPORT_FINALIZER, KuryrPort, KuryrPortSpec, KuryrPortStatus,
-    NODE_NAME_LABEL, POD_FINALIZER, VifEntry,
+    KURYRPORT_FINALIZER, KuryrPort, KuryrPortSpec, KuryrPortStatus, NODE_NAME_LABEL, POD_FINALIZER,
 };
 use kuryr_openstack::Query;
 use kuryr_openstack::types::neutron::Port;
@@ -222,9 +221,7 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
                 let vif = ctx
                     .drivers
                     .vif(&port, &net.network, &net.subnets, &ctx.ovs_bridge, vlan);
-                let status = KuryrPortStatus::new(
-                    [(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into(),
-                );
+                let status = KuryrPortStatus::default_only(vif);
                 let patched = kps
                     .patch(
                         &name,

@@ -5,8 +5,8 @@
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kuryr_crds::{
-    DEFAULT_IFNAME, KURYRPORT_FINALIZER, KuryrPort, KuryrPortSpec, KuryrPortStatus,
-    NODE_NAME_LABEL, Vif, VifEntry, VifKind, VifNetwork, VifSubnet,
+    KURYRPORT_FINALIZER, KuryrPort, KuryrPortSpec, KuryrPortStatus, NODE_NAME_LABEL, Vif, VifKind,
+    VifNetwork, VifSubnet,
 };
 use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::unique_name;
@@ -362,25 +362,14 @@ pub async fn kuryrport(
     );
     kp.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), node.to_string())].into());
     kp.metadata.finalizers = Some(vec![KURYRPORT_FINALIZER.into()]);
-    kp.status = vif.map(|vif| {
-        KuryrPortStatus::new([(DEFAULT_IFNAME.to_string(), VifEntry { default: true, vif })].into())
-    });
+    kp.status = vif.map(KuryrPortStatus::default_only);
     Ok(api.create(&PostParams::default(), &kp).await?)
 }
 
 /// Sets (or replaces) the VIF of a KuryrPort.
 pub async fn set_vif(client: &kube::Client, ns: &str, name: &str, vif: &Vif) -> anyhow::Result<()> {
     let api: Api<KuryrPort> = Api::namespaced(client.clone(), ns);
-    let status = KuryrPortStatus::new(
-        [(
-            DEFAULT_IFNAME.to_string(),
-            VifEntry {
-                default: true,
-                vif: vif.clone(),
-            },
-        )]
-        .into(),
-    );
+    let status = KuryrPortStatus::default_only(vif.clone());
     api.patch(
         name,
         &kube::api::PatchParams::default(),
