@@ -111,13 +111,20 @@ async fn a_load_balancer_service_answers_the_host_on_its_floating_ip() -> anyhow
                 ),
             }
 
+            // the Service goes at once (it has no finalizer); its
+            // KuryrLoadBalancer, load balancer and floating IP follow
             svcs.delete(&name, &DeleteParams::default()).await?;
-            wait_until("service gone", Duration::from_secs(120), Duration::from_millis(300), || async {
-                Ok(svcs.get_opt(&name).await?.is_none().then_some(()))
-            })
-            .await?;
-            let left = h.os.neutron().list_floating_ips(&Query::new().filter("id", &fip_id)).await?;
-            assert!(left.is_empty(), "the floating IP allocated for the Service was released: {left:?}");
+            let released = wait_until(
+                "the Service's floating IP released",
+                Duration::from_secs(120),
+                Duration::from_millis(300),
+                || async {
+                    let left = h.os.neutron().list_floating_ips(&Query::new().filter("id", &fip_id)).await?;
+                    Ok(left.is_empty().then_some(()))
+                },
+            )
+            .await;
+            assert!(released.is_ok(), "the floating IP allocated for the Service was released: {released:?}");
             running.stop().await;
             drop(a);
             Ok(())
