@@ -773,24 +773,13 @@ impl Drivers {
         Ok(n.delete_port(port_id).await?)
     }
 
-    /// The VIF kind of a port placed by this driver.
-    pub fn vif_kind(&self, port: &Port, ovs_bridge: &str, vlan: Option<u16>) -> VifKind {
-        match self.kind {
-            // what Neutron bound the port to: a hybrid plug where the
-            // iptables_hybrid firewall filters on a Linux bridge
-            DriverKind::NeutronVif => VifKind::from_binding(port, ovs_bridge).0,
-            DriverKind::NestedVlan => VifKind::VlanNested {
-                vlan_id: vlan.unwrap_or(0),
-            },
-            DriverKind::NestedMacvlan => VifKind::MacvlanNested,
-        }
-    }
-
     /// The VIF a pod's KuryrPort gets for `port` on `network` and its
-    /// `subnets`: the kind from [`Drivers::vif_kind`], a hybrid plug's
-    /// network bridge what Neutron bound (else `ovs_bridge`, as
-    /// kuryr-kubernetes did), and never ACTIVE until Neutron says so after
-    /// this pod is plugged (a pool port's old status does not count).
+    /// `subnets`: for `neutron-vif` what Neutron bound (a hybrid plug where
+    /// the iptables_hybrid firewall filters on a Linux bridge, whose
+    /// network bridge is the binding's, else `ovs_bridge`, as
+    /// kuryr-kubernetes did), for the nested drivers their subinterface;
+    /// never ACTIVE until Neutron says so after this pod is plugged (a pool
+    /// port's old status does not count).
     pub fn vif(
         &self,
         port: &Port,
@@ -799,11 +788,23 @@ impl Drivers {
         ovs_bridge: &str,
         vlan: Option<u16>,
     ) -> Vif {
-        let kind = self.vif_kind(port, ovs_bridge, vlan);
+        let (kind, bridge) = match self.kind {
+            DriverKind::NeutronVif => {
+                let (kind, bridge) = VifKind::from_binding(port, ovs_bridge);
+                (kind, Some(bridge))
+            }
+            DriverKind::NestedVlan => (
+                VifKind::VlanNested {
+                    vlan_id: vlan.unwrap_or(0),
+                },
+                None,
+            ),
+            DriverKind::NestedMacvlan => (VifKind::MacvlanNested, None),
+        };
         let hybrid = matches!(kind, VifKind::Bridge { .. });
         let mut vif = Vif::from_port(port, network, subnets, kind);
         if hybrid {
-            vif.network.bridge = Some(VifKind::from_binding(port, ovs_bridge).1);
+            vif.network.bridge = bridge;
         }
         vif.active = false;
         vif

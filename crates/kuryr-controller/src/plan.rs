@@ -115,8 +115,9 @@ pub enum Step {
     RemovePodFinalizer,
 }
 
-fn has_finalizer(finalizers: Option<&Vec<String>>, f: &str) -> bool {
-    finalizers.is_some_and(|v| v.iter().any(|x| x == f))
+/// Whether an object (its metadata) holds finalizer `f`.
+pub fn has_finalizer(meta: &ObjectMeta, f: &str) -> bool {
+    meta.finalizers.iter().flatten().any(|x| x == f)
 }
 
 /// The pod needs a Neutron port: scheduled, not on the host network.
@@ -172,7 +173,7 @@ pub fn still_running(pod: &Pod, now: Timestamp) -> Option<Duration> {
 /// `kp`, at `now`.
 pub fn next_step(pod: &Pod, kp: Option<&KuryrPort>, now: Timestamp) -> Step {
     let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let pod_final = has_finalizer(pod.metadata.finalizers.as_ref(), POD_FINALIZER);
+    let pod_final = has_finalizer(&pod.metadata, POD_FINALIZER);
     let kp_is_ours = kp.is_some_and(|k| k.spec.pod_uid == uid);
     if kp_is_ours && let Some(left) = still_running(pod, now) {
         return Step::Draining(left);
@@ -214,7 +215,7 @@ pub fn next_step(pod: &Pod, kp: Option<&KuryrPort>, now: Timestamp) -> Step {
 
 /// Whether a KuryrPort (its metadata) still holds its finalizer.
 pub fn kp_has_finalizer(meta: &ObjectMeta) -> bool {
-    has_finalizer(meta.finalizers.as_ref(), KURYRPORT_FINALIZER)
+    has_finalizer(meta, KURYRPORT_FINALIZER)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! - [`python_reads_every_vif_kuryr_rs_writes`]: one VIF of each kind the
 //!   controller writes (`VIFOpenVSwitch`, `VIFBridge` for a hybrid plug,
 //!   `VIFVlanNested`, `VIFMacvlanNested`), built as the pod handler builds
-//!   them (`Drivers::vif_kind` of the driver, `Vif::from_port`, not ACTIVE
+//!   them (`Drivers::vif` of the driver, the VIF the pod handler stores, not ACTIVE
 //!   yet, a `KuryrPortStatus` of `eth0` serialised as it is patched in), is
 //!   read by Python as kuryr-daemon reads it (`obj_from_primitive` with
 //!   kuryr-kubernetes' own VIF classes registered), and every field os-vif

@@ -498,12 +498,7 @@ async fn reconcile(klb: Arc<KuryrLoadBalancer>, ctx: Arc<Context>) -> Result<Act
     };
     let ns = klb.metadata.namespace.clone().unwrap_or_default();
     let api: Api<KuryrLoadBalancer> = Api::namespaced(ctx.kube.clone(), &ns);
-    let has_finalizer = klb
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == KLB_FINALIZER);
+    let has_finalizer = crate::plan::has_finalizer(&klb.metadata, KLB_FINALIZER);
     if klb.metadata.deletion_timestamp.is_some() {
         if has_finalizer {
             release(&ctx, &klb).await?;

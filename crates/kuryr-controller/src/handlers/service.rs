@@ -48,59 +48,42 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
     let name = svc.metadata.name.clone().unwrap_or_default();
     let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &ns);
     let klbs: Api<KuryrLoadBalancer> = Api::namespaced(ctx.kube.clone(), &ns);
-    // a finalizer kuryr-kubernetes (or an earlier kuryr-rs) put on
-    let legacy = svc
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == SERVICE_FINALIZER);
-    let want = spec::klb_spec(&svc, &lbs.service);
-    if matches!(want, Err(Skip::NoClusterIp)) && svc.metadata.deletion_timestamp.is_none() {
-        // not allocated yet: the allocation brings the Service back
-        return Ok(Action::await_change());
-    }
-    if svc.metadata.deletion_timestamp.is_some() || want.is_err() {
-        // gone (the garbage collector takes the KuryrLoadBalancer it owns),
-        // or no longer one of ours (type changed): its KuryrLoadBalancer
-        // goes, and with it the load balancer
-        if (want.is_err() || legacy) && klbs.get_opt(&name).await?.is_some() {
-            match klbs.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if legacy {
-            set_finalizers(
-                &svcs,
-                &svc.metadata,
-                without(&svc.metadata, SERVICE_FINALIZER),
-            )
-            .await?;
-            tracing::info!(service = %format!("{ns}/{name}"), "legacy service finalizer removed");
-        }
-        if let Err(skip) = want
-            && svc.metadata.deletion_timestamp.is_none()
-        {
-            warn(&ctx, &svc, "KuryrServiceSkipped", skip.to_string()).await;
-        }
-        return Ok(Action::await_change());
-    }
-    let Ok(want) = want else {
-        return Ok(Action::await_change());
-    };
-    if legacy
-        && set_finalizers(
+    // a finalizer kuryr-kubernetes (or an earlier kuryr-rs) put on goes:
+    // like every Service's, the KuryrLoadBalancer it owns is the garbage
+    // collector's to delete
+    if crate::plan::has_finalizer(&svc.metadata, SERVICE_FINALIZER) {
+        let left = set_finalizers(
             &svcs,
             &svc.metadata,
             without(&svc.metadata, SERVICE_FINALIZER),
         )
-        .await?
-        .is_none()
-    {
+        .await?;
+        tracing::info!(service = %format!("{ns}/{name}"), "legacy service finalizer removed");
+        if left.is_none() {
+            return Ok(Action::await_change());
+        }
+    }
+    if svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let want = match spec::klb_spec(&svc, &lbs.service) {
+        Ok(w) => w,
+        // not allocated yet: the allocation brings the Service back
+        Err(Skip::NoClusterIp) => return Ok(Action::await_change()),
+        Err(skip) => {
+            // no longer one of ours (type changed): its KuryrLoadBalancer
+            // goes, and with it the load balancer
+            if klbs.get_opt(&name).await?.is_some() {
+                match klbs.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            warn(&ctx, &svc, "KuryrServiceSkipped", skip.to_string()).await;
+            return Ok(Action::await_change());
+        }
+    };
     match klbs.get_opt(&name).await? {
         None => {
             // The watch cache can lag behind the API server (in a
