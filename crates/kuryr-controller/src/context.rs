@@ -35,6 +35,12 @@ pub struct Options {
     /// How often a KuryrLoadBalancer is compared with Octavia although it
     /// did not change (what was deleted behind our back comes back).
     pub lb_recheck: Duration,
+    /// How many KuryrLoadBalancers are reconciled at once (at least one).
+    /// Each reconcile waits for its load balancer to go ACTIVE after every
+    /// change, polling Octavia: unbounded, a burst of Services has every
+    /// one of them polling at once, all advance in lock step and none is
+    /// finished until nearly all are.
+    pub lb_workers: u16,
     /// Fill the pools of the nodes matching this label selector to
     /// `ports_pool_min` before any pod comes (`""`: every node). Without
     /// it, as in kuryr-kubernetes, a pool is made when the first pod of
@@ -59,6 +65,7 @@ impl Default for Options {
             active_warning: Duration::from_secs(60),
             pool_cool_down: None,
             lb_recheck: Duration::from_secs(120),
+            lb_workers: 8,
             instance: None,
             prefill_nodes: None,
             liveness_bound: crate::health::DEFAULT_BOUND,

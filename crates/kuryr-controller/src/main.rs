@@ -45,6 +45,10 @@ struct Args {
     /// when nothing changed (recreates what was deleted behind our back).
     #[arg(long, default_value_t = 120)]
     lb_recheck: u64,
+    /// KuryrLoadBalancers reconciled at once: a burst of Services is
+    /// finished a few at a time instead of all of them together at the end.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    lb_workers: u16,
     /// Report leaked Neutron ports (metric, log) instead of deleting them.
     #[arg(long)]
     gc_dry_run: bool,
@@ -151,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
         active_warning: Duration::from_secs(args.active_warning),
         pool_cool_down: args.pool_cool_down.map(Duration::from_secs),
         lb_recheck: Duration::from_secs(args.lb_recheck.max(1)),
+        lb_workers: args.lb_workers,
         instance: Some(lease.identity.clone()),
         prefill_nodes: args.pool_prefill_nodes,
         liveness_bound: Duration::from_secs(args.liveness_bound),

@@ -72,11 +72,18 @@ async fn a_service_made_while_octavia_is_stopped_converges_with_one_load_balance
 
         let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);
         svcs.delete(&name, &DeleteParams::default()).await?;
+        // the Service goes at once (no finalizer); the KuryrLoadBalancer it
+        // owns is removed by the garbage collector once its finalizer is off,
+        // which is after the load balancer is deleted
         wait_until(
-            "the Service gone",
+            "the Service and its KuryrLoadBalancer gone",
             Duration::from_secs(120),
             Duration::from_millis(300),
-            || async { Ok(svcs.get_opt(&name).await?.is_none().then_some(())) },
+            || async {
+                let gone =
+                    svcs.get_opt(&name).await?.is_none() && klbs.get_opt(&name).await?.is_none();
+                Ok(gone.then_some(()))
+            },
         )
         .await?;
         let left = lb::live_lbs(&h, &uid).await?;

@@ -567,7 +567,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let klbs: Api<KuryrLoadBalancer> = Api::all(ctx.kube.clone());
+    let workers = ctx.options.lb_workers.max(1);
     Controller::new(klbs, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(workers))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
