@@ -43,6 +43,29 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// For each of `addrs`, whether it answers `token` within 300 ms; asked 16
+/// at a time (more would take the CPU the services under test need).
+fn answering(ns: &kuryr_stack_tests::net::Netns, addrs: &[String], token: &str) -> Vec<bool> {
+    addrs
+        .chunks(16)
+        .flat_map(|chunk| {
+            std::thread::scope(|sc| {
+                let asks: Vec<_> = chunk
+                    .iter()
+                    .map(|addr| {
+                        sc.spawn(move || {
+                            ask_within(ns, "tcp", addr, 300).ok().as_deref() == Some(token)
+                        })
+                    })
+                    .collect();
+                asks.into_iter()
+                    .map(|h| h.join().unwrap_or(false))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect()
+}
+
 /// A Service `name` without a selector, TCP 80 → 8080; its ClusterIP.
 async fn service(svcs: &Api<Service>, name: &str) -> anyhow::Result<String> {
     let svc = svcs
@@ -317,30 +340,14 @@ async fn main() -> anyhow::Result<()> {
                 set_backends(&slices, &eps, &name, &[&a.ip]).await?;
             }
             let created = t0.elapsed();
-            // every Service not answering yet is asked once per sweep, 16 at
-            // a time (more would take the CPU the services under test need),
-            // with a second's pause between sweeps
+            // every Service not answering yet is asked once per sweep, with
+            // a second's pause between sweeps
             let mut left: Vec<String> = vips.iter().map(|v| format!("{v}:80")).collect();
             let mut answered: Vec<Duration> = Vec::new();
             let mut last_report = Instant::now();
             while !left.is_empty() {
                 // blocking: the runtime's other worker takes the controller's tasks meanwhile
-                let ok: Vec<bool> = tokio::task::block_in_place(|| {
-                    left.chunks(16)
-                        .flat_map(|chunk| {
-                            std::thread::scope(|sc| {
-                                let asks: Vec<_> = chunk
-                                    .iter()
-                                    .map(|addr| {
-                                        let ns = &client.ns;
-                                        sc.spawn(move || ask_within(ns, "tcp", addr, 300).ok().as_deref() == Some("bench-a"))
-                                    })
-                                    .collect();
-                                asks.into_iter().map(|h| h.join().unwrap_or(false)).collect::<Vec<_>>()
-                            })
-                        })
-                        .collect()
-                });
+                let ok = tokio::task::block_in_place(|| answering(&client.ns, &left, "bench-a"));
                 let at = t0.elapsed();
                 let mut ok = ok.into_iter();
                 left.retain(|_| {
