@@ -12,9 +12,9 @@ mod common;
 use anyhow::Context as _;
 use common::*;
 use kuryr_crds::{Vif, VifKind};
-use kuryr_openstack::types::neutron::{Network, Port, Subnet};
+use kuryr_openstack::types::neutron::Port;
 use kuryr_stack_tests::env::StackEnv;
-use kuryr_stack_tests::net::{Netns, OvsPort, Veth};
+use kuryr_stack_tests::net::Netns;
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::{finally, skip, unique_name, wait_until};
 use serde_json::{Value, json};
@@ -56,25 +56,9 @@ async fn a_hybrid_plugged_pod_is_behind_its_security_groups() -> anyhow::Result<
     let body = with_undo(&s, async |undo| {
         let d = Daemon::start(&env, &[])?;
         let name = unique_name("kd-hyb-", 40);
-        let net = s
-            .post(&s.n("networks"), json!({"network": {"name": name}}))
-            .await?;
-        let net_id = net["network"]["id"].as_str().context("net id")?.to_owned();
-        undo.delete(s.n(&format!("networks/{net_id}")));
-        let sub = s
-            .post(
-                &s.n("subnets"),
-                json!({"subnet": {"network_id": net_id, "ip_version": 4,
-                "cidr": "10.232.0.0/24", "name": name}}),
-            )
-            .await?;
-        let sub_id = sub["subnet"]["id"]
-            .as_str()
-            .context("subnet id")?
-            .to_owned();
-        undo.delete(s.n(&format!("subnets/{sub_id}")));
-        let network: Network = typed(&net["network"])?;
-        let subnet: Subnet = typed(&sub["subnet"])?;
+        let (network, subnet) =
+            neutron::network(&s, undo, &name, json!({"cidr": "10.232.0.0/24"})).await?;
+        let net_id = network.id.clone();
         // two groups: "open" lets ICMP in, "closed" has egress rules only
         let mut groups = Vec::new();
         for which in ["open", "closed"] {
@@ -130,44 +114,15 @@ async fn a_hybrid_plugged_pod_is_behind_its_security_groups() -> anyhow::Result<
         vif.network.bridge = Some(ovs_bridge);
         vif.active = false;
         kuryrport(&client, &ns, "pod-h", "uid-h", &d.node, Some(vif.clone())).await?;
-        let vm_ns = Netns::new("kdhvm")?;
-        let vm_veth = Veth::new(&vm_ns, "eth0")?;
-        vm_ns.ip(&["link", "set", "eth0", "address", &vm.mac_address])?;
-        vm_ns.ip(&["addr", "add", &format!("{}/24", ip(&vm)), "dev", "eth0"])?;
-        let _vm_ovs = OvsPort::add(
-            env.get("OVSDB_SOCK")?,
-            "br-int",
-            &vm_veth.host,
-            &[
-                ("iface-id", &vm.id),
-                ("attached-mac", &vm.mac_address),
-                ("iface-status", "active"),
-                ("vm-uuid", "vm"),
-            ],
-        )?;
-        // stand-in for the controller: the VIF goes active once Neutron says so
-        let activator = {
-            let (client, ns, s2, mut vif) = (
-                client.clone(),
-                ns.clone(),
-                Session::login(&env).await?,
-                vif.clone(),
-            );
-            tokio::spawn(async move {
-                let url = s2.n(&format!("ports/{}", vif.id));
-                let _ = wait_until(
-                    "port ACTIVE",
-                    Duration::from_secs(90),
-                    Duration::from_millis(250),
-                    || async {
-                        Ok((s2.get(&url).await?["port"]["status"] == "ACTIVE").then_some(()))
-                    },
-                )
-                .await;
-                vif.active = true;
-                let _ = set_vif(&client, &ns, "pod-h", &vif).await;
-            })
-        };
+        let vm = neutron::plug_vm(&env, &vm, "kdhvm")?;
+        let vm_ns = &vm.ns;
+        let activator = neutron::activate_when_neutron_does(
+            &env,
+            &client,
+            &ns,
+            vec![("pod-h".into(), vif.clone())],
+        )
+        .await?;
         let pod_ns = Netns::new("kdhpod")?;
         let netns = format!("/var/run/netns/{}", pod_ns.name);
         let conf = d.conf("1.1.0");
@@ -194,7 +149,7 @@ async fn a_hybrid_plugged_pod_is_behind_its_security_groups() -> anyhow::Result<
                 "the pod reached through its open group",
                 Duration::from_secs(60),
                 Duration::from_millis(500),
-                || async { Ok(reaches(&vm_ns, &ip(&pod)).then_some(())) },
+                || async { Ok(reaches(vm_ns, &ip(&pod)).then_some(())) },
             )
             .await
         };
@@ -211,12 +166,12 @@ async fn a_hybrid_plugged_pod_is_behind_its_security_groups() -> anyhow::Result<
             "the pod cut off by a group with no ingress rule",
             Duration::from_secs(60),
             Duration::from_millis(500),
-            || async { Ok((!reaches(&vm_ns, &ip(&pod))).then_some(())) },
+            || async { Ok((!reaches(vm_ns, &ip(&pod))).then_some(())) },
         )
         .await?;
         for _ in 0..3 {
             assert!(
-                !reaches(&vm_ns, &ip(&pod)),
+                !reaches(vm_ns, &ip(&pod)),
                 "a ping got through the closed group"
             );
         }
@@ -245,7 +200,7 @@ async fn a_hybrid_plugged_pod_is_behind_its_security_groups() -> anyhow::Result<
         eventually("tap, qbr, qvb, qvo gone", || {
             links.iter().all(|l| !link_exists(l))
         });
-        drop((pod_ns, vm_ns));
+        drop((pod_ns, vm));
         Ok(())
     });
     finally(body, async move { drop_namespace(&c2, &ns2).await }).await
