@@ -133,6 +133,9 @@ kuryr_stop() {
 # (kuryr-daemon leaves them when it stops, so the node keeps reaching pods)
 kuryr_remove_node_port() {
     local p
+    # the Node's record of a port deleted with the network: a daemon started
+    # later would plug that stale port until the controller made a new one
+    kubectl --kubeconfig "$KUBECONFIG" annotate node "$KURYR_STACK_NODE" openstack.org/kuryr-node-port- >/dev/null 2>&1 || true
     ip link del kuryr-node 2>/dev/null || true
     for p in $(ovs-vsctl --db="unix:$OVSDB_SOCK" --bare --columns=name find Interface external_ids:kuryr-node-port="$KURYR_STACK_NODE" 2>/dev/null); do
         ovs-vsctl --db="unix:$OVSDB_SOCK" --if-exists del-port "$p" >/dev/null 2>&1 || true

@@ -4,8 +4,83 @@
 # bridge mappings physnet1:br-phys and public:br-ex) wires ports, and
 # neutron-l3-agent runs routers as network namespaces (qrouter-<id>) with
 # iptables NAT. Both report as host $STACK_NODE, the Kubernetes node name.
+#
+# The agent's security-group firewall (KURYR_STACK_OVS_FIREWALL, fixed at
+# the first `up` of openstack and kept in $S/ovs_firewall until `down`):
+#   openvswitch      (default) OpenFlow rules in br-int; ports plug straight
+#                    into br-int
+#   iptables_hybrid  the older default many clouds still run: Neutron asks
+#                    for hybrid plug (binding:vif_details ovs_hybrid_plug),
+#                    each port gets a Linux bridge qbr<id> between the
+#                    instance and br-int, and iptables (physdev match, bridge
+#                    netfilter) filters on it. The host's bridge-nf sysctls
+#                    are set while it runs and restored by `down`.
 
 NEUTRON_OVS_PKGS=(neutron-l3-agent conntrack iptables)
+OVS_FIREWALL=$(cat "$S/ovs_firewall" 2>/dev/null || echo "${KURYR_STACK_OVS_FIREWALL:-openvswitch}")
+BRIDGE_NF_SYSCTLS=(net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.bridge.bridge-nf-call-arptables)
+
+# choose_ovs_firewall: KURYR_STACK_OVS_FIREWALL, else what runs, else
+# openvswitch (only for the ovs backend)
+choose_ovs_firewall() {
+    local want=${KURYR_STACK_OVS_FIREWALL:-} have=""
+    case $want in ""|openvswitch|iptables_hybrid) ;;
+        *) die "unknown KURYR_STACK_OVS_FIREWALL '$want': use openvswitch or iptables_hybrid" ;;
+    esac
+    [ -f "$S/ovs_firewall" ] && have=$(cat "$S/ovs_firewall")
+    if [ -n "$have" ] && [ -n "$want" ] && [ "$want" != "$have" ]; then
+        die "this stack's OVS agent runs the $have firewall: 'stack down' first to bring it up with $want"
+    fi
+    OVS_FIREWALL=${want:-${have:-openvswitch}}
+    if [ "$OVS_FIREWALL" = iptables_hybrid ] && [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+        modprobe br_netfilter 2>/dev/null || true
+        [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] \
+            || die "the iptables_hybrid firewall needs bridge netfilter (br_netfilter), which this kernel lacks"
+    fi
+    echo "$OVS_FIREWALL" > "$S/ovs_firewall"
+}
+
+# bridge_nf_on: remember the host's bridge-nf sysctls once, then let
+# bridged traffic through iptables (the hybrid firewall filters on qbr)
+bridge_nf_on() {
+    local saved=$S/bridge-nf.saved k
+    if [ ! -f "$saved" ]; then
+        for k in "${BRIDGE_NF_SYSCTLS[@]}"; do
+            echo "$k=$(sysctl -n "$k")"
+        done > "$saved.tmp" && mv "$saved.tmp" "$saved"
+    fi
+    for k in "${BRIDGE_NF_SYSCTLS[@]}"; do sysctl -qw "$k=1"; done
+}
+
+# bridge_nf_restore: the sysctls as they were before the stack
+bridge_nf_restore() {
+    local saved=$S/bridge-nf.saved line
+    [ -f "$saved" ] || return 0
+    while IFS= read -r line; do sysctl -qw "$line" || true; done < "$saved"
+    rm -f "$saved"
+}
+
+# neutron_iptables_flush: the rules and chains the OVS agent's hybrid
+# firewall and the L3 agent left in the host's tables (both leave them on
+# exit); the stack's own and everyone else's rules are kept
+neutron_iptables_flush() {
+    local cmd t r c
+    for cmd in iptables ip6tables; do
+        command -v "$cmd" >/dev/null || continue
+        for t in filter nat mangle raw; do
+            "$cmd" -t "$t" -S >/dev/null 2>&1 || continue
+            # jumps into neutron chains from the built-in chains
+            "$cmd" -t "$t" -S | awk '$1 == "-A" && $2 !~ /^neutron-/ && / -j neutron-/' | sed 's/^-A /-D /' |
+                while IFS= read -r r; do eval "\"$cmd\" -t $t $r" || true; done
+            for c in $("$cmd" -t "$t" -S | awk '$1 == "-N" && $2 ~ /^neutron-/ { print $2 }'); do
+                "$cmd" -t "$t" -F "$c" || true
+            done
+            for c in $("$cmd" -t "$t" -S | awk '$1 == "-N" && $2 ~ /^neutron-/ { print $2 }'); do
+                "$cmd" -t "$t" -X "$c" || true
+            done
+        done
+    done
+}
 
 # ovs_ml2_config: ml2_conf.ini for the openvswitch mechanism driver
 ovs_ml2_config() {
@@ -23,7 +98,7 @@ network_vlan_ranges = physnet1:100:2000
 vni_ranges = 1:10000
 [securitygroup]
 enable_security_group = true
-firewall_driver = openvswitch
+firewall_driver = $OVS_FIREWALL
 INI
 }
 
@@ -53,7 +128,9 @@ polling_interval = 1
 root_helper = env PATH=/usr/sbin:/usr/bin:/sbin:/bin OVS_RUNDIR=$OVS_DIR
 [securitygroup]
 enable_security_group = true
-firewall_driver = openvswitch
+firewall_driver = $OVS_FIREWALL
+# no ipset userspace tool needed: one iptables rule per remote address
+enable_ipset = false
 INI
     cat > "$OS_ETC/neutron/l3_agent.ini" <<INI
 [DEFAULT]
@@ -93,6 +170,7 @@ ovs_agents_start() {
     # wait for a report from the agent started now (started_at: UTC, 1 s)
     OVS_AGENTS_SINCE=""
     pid_alive neutron-openvswitch-agent || OVS_AGENTS_SINCE=$(date -u -d '-1 sec' '+%Y-%m-%dT%H:%M:%S')
+    [ "$OVS_FIREWALL" = iptables_hybrid ] && bridge_nf_on
     ( ovs_env; start neutron-openvswitch-agent neutron-openvswitch-agent \
         --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/openvswitch_agent.ini" )
 }
@@ -117,6 +195,13 @@ ovs_agents_down() {
     for n in $(ip netns list 2>/dev/null | awk '$1 ~ /^(qrouter|snat|fip|qdhcp)-/ { print $1 }'); do
         grep -qx "$n" "$base" 2>/dev/null || ip netns del "$n" 2>/dev/null || true
     done
+    # the hybrid firewall's qbr/qvb/qvo links of ports nothing unplugged
+    for n in $(ip -o link show 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | grep -E '^(qbr|qvb|qvo)[0-9a-f]{8}'); do
+        ip link del "$n" 2>/dev/null || true
+    done
+    neutron_iptables_flush
+    bridge_nf_restore
+    rm -f "$S/ovs_firewall"
     return 0
 }
 

@@ -347,7 +347,8 @@ openstack_up() {
     [ "$b" = ovs ] && ports+=(neutron-openvswitch-agent:6633)
     check_ports "${ports[@]}"
     echo "$b" > "$S/neutron"
-    log "openstack: Neutron backend $b ($([ "$b" = ovn ] && echo ML2/OVN || echo ML2/openvswitch + L3 agent))"
+    [ "$b" = ovs ] && choose_ovs_firewall
+    log "openstack: Neutron backend $b ($([ "$b" = ovn ] && echo ML2/OVN || echo "ML2/openvswitch + L3 agent, $OVS_FIREWALL firewall"))"
     mkdir -p "$OS_ETC"
     os_configs
     os_mariadb
@@ -399,6 +400,7 @@ export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default
 export OS_CLIENT_CONFIG_FILE=$S/clouds.yaml
 export KURYR_STACK_KEYSTONE_URL=$KEYSTONE_URL KURYR_STACK_NEUTRON_URL=$NEUTRON_URL KURYR_STACK_OCTAVIA_URL=$OCTAVIA_URL
 export KURYR_STACK_AGENT_HOST=$STACK_NODE KURYR_STACK_NEUTRON_BACKEND=$b
+$([ "$b" = ovs ] && echo "export KURYR_STACK_OVS_FIREWALL=$OVS_FIREWALL")
 $([ "$b" = ovn ] && echo "export KURYR_STACK_OVN_NB=unix:$OVN_NB_SOCK KURYR_STACK_OVN_SB=unix:$OVN_SB_SOCK OVN_RUNDIR=$OVN_DIR")
 ENV
     cat > "$S/clouds.yaml" <<YAML

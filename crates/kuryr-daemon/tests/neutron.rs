@@ -9,9 +9,9 @@ mod common;
 use anyhow::Context as _;
 use common::*;
 use kuryr_crds::{Vif, VifKind};
-use kuryr_openstack::types::neutron::{Network, Port, Subnet};
+use kuryr_openstack::types::neutron::Port;
 use kuryr_stack_tests::env::StackEnv;
-use kuryr_stack_tests::net::{Netns, OvsPort, Veth};
+use kuryr_stack_tests::net::Netns;
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::{finally, unique_name, wait_until};
 use serde_json::{Value, json};
@@ -34,25 +34,14 @@ async fn pods_on_neutron_ports_reach_each_other_and_a_vm() -> anyhow::Result<()>
     let body = with_undo(&s, async |undo| {
         let d = Daemon::start(&env, &[("KURYR_DAEMON_PREPARE_VIFS", "true")])?;
         let name = unique_name("kd-net-", 40);
-        let net = s
-            .post(&s.n("networks"), json!({"network": {"name": name}}))
-            .await?;
-        let net_id = net["network"]["id"].as_str().context("net id")?.to_owned();
-        undo.delete(s.n(&format!("networks/{net_id}")));
-        let sub = s
-            .post(
-                &s.n("subnets"),
-                json!({"subnet": {"network_id": net_id, "ip_version": 4,
-                "cidr": "10.231.0.0/24", "name": name, "dns_nameservers": ["10.231.0.53"]}}),
-            )
-            .await?;
-        let sub_id = sub["subnet"]["id"]
-            .as_str()
-            .context("subnet id")?
-            .to_owned();
-        undo.delete(s.n(&format!("subnets/{sub_id}")));
-        let network: Network = typed(&net["network"])?;
-        let subnet: Subnet = typed(&sub["subnet"])?;
+        let (network, subnet) = neutron::network(
+            &s,
+            undo,
+            &name,
+            json!({"cidr": "10.231.0.0/24", "dns_nameservers": ["10.231.0.53"]}),
+        )
+        .await?;
+        let net_id = network.id.clone();
         let mut ports = Vec::new();
         for (who, owner) in [
             ("pod-a", "compute:kuryr"),
@@ -70,21 +59,8 @@ async fn pods_on_neutron_ports_reach_each_other_and_a_vm() -> anyhow::Result<()>
         let ip = |p: &Port| p.first_ip().unwrap_or_default().to_owned();
         // the VM: a namespace plugged into br-int by hand, like nova + os-vif would
         let vm = &ports[2];
-        let vm_ns = Netns::new("kdvm")?;
-        let vm_veth = Veth::new(&vm_ns, "eth0")?;
-        vm_ns.ip(&["link", "set", "eth0", "address", &vm.mac_address])?;
-        vm_ns.ip(&["addr", "add", &format!("{}/24", ip(vm)), "dev", "eth0"])?;
-        let _vm_ovs = OvsPort::add(
-            env.get("OVSDB_SOCK")?,
-            "br-int",
-            &vm_veth.host,
-            &[
-                ("iface-id", &vm.id),
-                ("attached-mac", &vm.mac_address),
-                ("iface-status", "active"),
-                ("vm-uuid", "vm"),
-            ],
-        )?;
+        let vm_plugged = neutron::plug_vm(&env, vm, "kdvm")?;
+        let vm_ns = &vm_plugged.ns;
         // the pods: KuryrPorts with not-yet-active VIFs, as the controller writes them
         let mut pods = Vec::new();
         for (i, who) in ["pod-a", "pod-b"].into_iter().enumerate() {
@@ -109,29 +85,11 @@ async fn pods_on_neutron_ports_reach_each_other_and_a_vm() -> anyhow::Result<()>
             pods.push((who, vif, Netns::new("kdpod")?));
         }
         // stand-in for the controller: mark a VIF active once Neutron says so
-        let activator = {
-            let (client, ns, s2) = (client.clone(), ns.clone(), Session::login(&env).await?);
-            let todo: Vec<(String, Vif)> = pods
-                .iter()
-                .map(|(w, v, _)| (w.to_string(), v.clone()))
-                .collect();
-            tokio::spawn(async move {
-                for (who, mut vif) in todo {
-                    let url = s2.n(&format!("ports/{}", vif.id));
-                    let _ = wait_until(
-                        "port ACTIVE",
-                        Duration::from_secs(90),
-                        Duration::from_millis(250),
-                        || async {
-                            Ok((s2.get(&url).await?["port"]["status"] == "ACTIVE").then_some(()))
-                        },
-                    )
-                    .await;
-                    vif.active = true;
-                    let _ = set_vif(&client, &ns, &who, &vif).await;
-                }
-            })
-        };
+        let todo: Vec<(String, Vif)> = pods
+            .iter()
+            .map(|(w, v, _)| (w.to_string(), v.clone()))
+            .collect();
+        let activator = neutron::activate_when_neutron_does(&env, &client, &ns, todo).await?;
         // the daemon plugs the VIFs ahead of any ADD: the OVS agent wires
         // them and Neutron reports ACTIVE while no sandbox exists yet
         for p in &ports[..2] {
@@ -195,7 +153,7 @@ async fn pods_on_neutron_ports_reach_each_other_and_a_vm() -> anyhow::Result<()>
             (&pods[0].2, ip(&ports[1])),
             (&pods[1].2, ip(&ports[0])),
             (&pods[0].2, ip(vm)),
-            (&vm_ns, ip(&ports[1])),
+            (vm_ns, ip(&ports[1])),
         ] {
             let out = ping(from, &to)?;
             assert!(

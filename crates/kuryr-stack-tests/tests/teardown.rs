@@ -1,5 +1,7 @@
 //! `stack/stack down` leaves nothing behind: no process, network namespace,
-//! link, mount or listening port the stack (or a test) made. Runs the real
+//! link, mount or listening port the stack (or a test) made, no iptables
+//! chain of Neutron's agents, and the host's bridge-netfilter sysctls as
+//! they were (the ML2/OVS `iptables_hybrid` firewall sets them). Runs the real
 //! `down`, so it goes last, on its own:
 //! `cargo test -p kuryr-stack-tests --features teardown --test teardown`.
 #![cfg(feature = "teardown")]
@@ -72,6 +74,42 @@ fn ports() -> anyhow::Result<BTreeSet<String>> {
         .collect())
 }
 
+/// Chains named `neutron-*` in the host's tables (the OVS agent's hybrid
+/// firewall and the L3 agent leave them on exit).
+fn neutron_chains() -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for cmd in ["iptables", "ip6tables"] {
+        for table in ["filter", "nat", "mangle", "raw"] {
+            let Ok(out) = output(&[cmd, "-t", table, "-S"]) else {
+                continue;
+            };
+            if !out.status.success() {
+                continue;
+            }
+            found.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("-N neutron-"))
+                    .map(|l| format!("{cmd} -t {table}: {l}")),
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// `name=value` lines of the sysctls the stack saved before changing them.
+fn saved_sysctls(state: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let p = state.join("bridge-nf.saved");
+    if !p.exists() {
+        return Ok(Vec::new());
+    }
+    Ok(std::fs::read_to_string(&p)?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
 /// Processes whose command line or working directory mentions `dir`.
 fn processes_under(dir: &str) -> Vec<String> {
     let me = std::process::id().to_string();
@@ -121,6 +159,7 @@ fn stack_down_leaves_nothing_behind() -> anyhow::Result<()> {
     );
     assert!(!up_ports.is_empty(), "the stack listens on no port");
     eprintln!("stack ports {up_ports:?}, links {up_links:?}");
+    let sysctls = saved_sysctls(&state)?;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stack/stack");
     let out = output(&[script.to_string_lossy().as_ref(), "down"])?;
@@ -144,6 +183,15 @@ fn stack_down_leaves_nothing_behind() -> anyhow::Result<()> {
     );
     let new_mounts: Vec<_> = mounts()?.difference(&base_mounts).cloned().collect();
     assert!(new_mounts.is_empty(), "mounts left: {new_mounts:?}");
+    let chains = neutron_chains()?;
+    assert!(
+        chains.is_empty(),
+        "Neutron iptables chains left: {chains:#?}"
+    );
+    for (k, was) in &sysctls {
+        let now = run(&["sysctl", "-n", k])?;
+        assert_eq!(now.trim(), was, "sysctl {k} not restored");
+    }
     assert!(!state.exists(), "state dir {} still there", state.display());
     Ok(())
 }

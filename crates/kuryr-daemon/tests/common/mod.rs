@@ -2,6 +2,8 @@
 //! killed on drop, kuryr-cni invocations, KuryrPorts with VIFs, cleanup.
 #![allow(dead_code)]
 
+pub mod neutron;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use kuryr_crds::{
