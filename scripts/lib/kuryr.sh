@@ -32,14 +32,25 @@ kuryr_network() {
     fi
 }
 
-# kuryr_conf FILE POOL_DRIVER [services]: kuryr.conf for the stack: pods on
-# $KSUBNET in the project's default group, node ports on, the daemon's files
-# in $KD; with `services` (Neutron on OVN), Services become load balancers
-# of Octavia's ovn provider with their VIPs on the stack's service subnet
+# kuryr_conf FILE POOL_DRIVER [services [policy]]: kuryr.conf for the stack:
+# pods on $KSUBNET in the project's default group, node ports on, the
+# daemon's files in $KD; with `services` (Neutron on OVN), Services become
+# load balancers of Octavia's ovn provider with their VIPs on the stack's
+# service subnet; with `policy` too, NetworkPolicies become security groups
+# and a pod no policy selects is in group kuryr/$KCLUSTER/pods, open to
+# every IPv4 source (Kubernetes' default: Neutron's default group admits
+# only its own members, which a pod selected by a policy is not)
 kuryr_conf() {
     local project sg
     project=$(openstack project show -f value -c id "$OS_PROJECT_NAME")
-    sg=$(openstack security group list --project "$project" -f value -c ID -c Name | awk '$2 == "default" {print $1; exit}')
+    if [ "${4:-}" = policy ]; then
+        sg=$(openstack security group create -f value -c id --project "$project" \
+            --description "kuryr-rs test cluster $KCLUSTER: pods no NetworkPolicy selects" "kuryr/$KCLUSTER/pods")
+        openstack security group rule create --ingress --ethertype IPv4 "$sg" >/dev/null
+        KPODSG=$sg
+    else
+        sg=$(openstack security group list --project "$project" -f value -c ID -c Name | awk '$2 == "default" {print $1; exit}')
+    fi
     [ -n "$sg" ] || fail "no default security group in project $OS_PROJECT_NAME"
     KPROJECT=$project KSG=$sg
     cat > "$1" <<EOF
@@ -68,6 +79,9 @@ service_subnet = $KURYR_STACK_SERVICE_SUBNET
 [kubernetes]
 endpoints_driver_octavia_provider = ovn
 EOF
+        if [ "${4:-}" = policy ]; then
+            printf '\n[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,service,endpoints,kuryrloadbalancer,policy\n' >> "$1"
+        fi
     else
         # no Services: they need a provider that carries traffic
         printf '\n[kubernetes]\nenabled_handlers = vif,kuryrport\n' >> "$1"
@@ -124,8 +138,10 @@ kuryr_uninstall_cni() {
 # kuryr_stop: SIGTERM to the controller and the daemon (the daemon keeps pods
 # and the node port plugged, by design)
 kuryr_stop() {
-    [ -n "${KCONTROLLER_PID:-}" ] && kill "$KCONTROLLER_PID" 2>/dev/null
-    [ -n "${KDAEMON_PID:-}" ] && kill "$KDAEMON_PID" 2>/dev/null
+    # either may have exited already (the reason a caller is cleaning up):
+    # a failed kill must not end the caller's cleanup under set -e
+    if [ -n "${KCONTROLLER_PID:-}" ]; then kill "$KCONTROLLER_PID" 2>/dev/null || true; fi
+    if [ -n "${KDAEMON_PID:-}" ]; then kill "$KDAEMON_PID" 2>/dev/null || true; fi
     wait 2>/dev/null || true
 }
 
@@ -214,7 +230,27 @@ kuryr_remove_network() {
     if [ -n "${KSUBNET:-}" ]; then openstack subnet delete "$KSUBNET" >/dev/null 2>&1 || true; fi
     if [ -n "${KNET:-}" ]; then openstack network delete "$KNET" >/dev/null 2>&1 || true; fi
     local g
-    for g in "kuryr/$KCLUSTER/node-access" "kuryr/$KCLUSTER/nodes"; do
+    # NetworkPolicies' groups (tagged with the cluster, named sg/...)
+    for g in $(openstack security group list --tags "kuryr-cluster:$KCLUSTER" -f value -c ID -c Name 2>/dev/null | awk '$2 ~ /^sg[/]/ {print $1}'); do
         openstack security group delete "$g" >/dev/null 2>&1 || true
+    done
+    for g in "kuryr/$KCLUSTER/node-access" "kuryr/$KCLUSTER/nodes" ${KPODSG:-}; do
+        openstack security group delete "$g" >/dev/null 2>&1 || true
+    done
+}
+
+# kuryr_remove_policies: after kuryr-controller has stopped, its finalizers
+# come off the NetworkPolicies and KuryrNetworkPolicies left (their groups
+# go with kuryr_remove_network)
+kuryr_remove_policies() {
+    local k="kubectl --kubeconfig $KUBECONFIG" kind ns n
+    command -v jq >/dev/null || return 0
+    for kind in networkpolicies kuryrnetworkpolicies; do
+        $k get "$kind" -A -o json 2>/dev/null | jq -r '.items[]
+            | select((.metadata.finalizers // []) | index("kuryr.openstack.org/networkpolicy-finalizer"))
+            | [.metadata.namespace, .metadata.name] | @tsv' \
+            | while IFS=$'\t' read -r ns n; do
+                $k -n "$ns" patch "$kind" "$n" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+            done
     done
 }

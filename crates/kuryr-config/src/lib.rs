@@ -32,7 +32,8 @@ pub struct Kubernetes {
     pub vif_pool_driver: String,
     /// `pod_subnets_driver`: `default`.
     pub pod_subnets_driver: String,
-    /// `pod_security_groups_driver`: `default`.
+    /// `pod_security_groups_driver`: `default` (the `[neutron_defaults]
+    /// pod_security_groups` for every pod) or `policy` (NetworkPolicies).
     pub pod_security_groups_driver: String,
     /// `enabled_handlers`.
     pub enabled_handlers: Vec<String>,
@@ -500,7 +501,7 @@ impl KuryrConfig {
                     "kubernetes",
                     "pod_security_groups_driver",
                     "default",
-                    &["default"],
+                    &["default", "policy"],
                 )?,
                 enabled_handlers: handlers,
                 api_root: string("kubernetes", "api_root"),

@@ -192,7 +192,16 @@ impl Context {
         };
         security_groups.sort();
         security_groups.dedup();
-        let (enabled, mut warnings) = handlers::Enabled::from_names(&k.enabled_handlers);
+        let (mut enabled, mut warnings) = handlers::Enabled::from_names(&k.enabled_handlers);
+        // NetworkPolicies need both, as in kuryr-kubernetes: the handler and
+        // the security groups driver that gives pods their policies' groups
+        let policy_driver = k.pod_security_groups_driver == "policy";
+        if enabled.policies && !(policy_driver && enabled.pods) {
+            warnings.push("[kubernetes] enabled_handlers names policy, but NetworkPolicies also need pod_security_groups_driver = policy and the vif handler: not enforced".into());
+            enabled.policies = false;
+        } else if policy_driver && !enabled.policies {
+            warnings.push("[kubernetes] pod_security_groups_driver = policy, but enabled_handlers does not name policy: NetworkPolicies are not enforced".into());
+        }
         let lb = match (&nd.service_subnet, enabled.any_service()) {
             (Some(service_subnet), true) => {
                 let od = &cfg.octavia_defaults;

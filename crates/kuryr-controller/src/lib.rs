@@ -24,6 +24,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod pod_net;
+pub mod policy;
 pub mod pool;
 pub mod ports;
 pub mod services;
@@ -58,10 +59,15 @@ async fn startup_reconcile(ctx: &Context) {
                 0
             };
             let lbs = startup::reconcile_load_balancers(ctx, None).await?;
-            Ok::<_, Error>((r, orphans, lbs))
+            let groups = if ctx.handlers.policies {
+                handlers::network_policy::reconcile_groups(ctx, None).await?
+            } else {
+                0
+            };
+            Ok::<_, Error>((r, orphans, lbs, groups))
         };
         match pass.await {
-            Ok((r, orphans, lbs)) => {
+            Ok((r, orphans, lbs, groups)) => {
                 ctx.metrics.set_reconciled();
                 tracing::info!(
                     in_use = r.in_use,
@@ -72,6 +78,7 @@ async fn startup_reconcile(ctx: &Context) {
                     retagged = r.retagged,
                     orphaned_kuryrports = orphans,
                     leaked_load_balancers = lbs,
+                    orphaned_policy_groups = groups,
                     dry_run = ctx.options.gc_dry_run,
                     "start-up reconciliation with Neutron and Octavia done"
                 );
@@ -145,6 +152,7 @@ pub async fn run(
             let mut prev = std::collections::BTreeSet::new();
             let mut prev_lbs = std::collections::BTreeSet::new();
             let mut prev_orphans = std::collections::BTreeSet::new();
+            let mut prev_groups = std::collections::BTreeSet::new();
             loop {
                 tokio::time::sleep(c.options.gc_interval).await;
                 if c.handlers.pods
@@ -152,6 +160,12 @@ pub async fn run(
                         handlers::pod::release_orphans(&c, Some(&mut prev_orphans)).await
                 {
                     tracing::warn!(error = %e, "periodic release of orphaned KuryrPorts failed");
+                }
+                if c.handlers.policies
+                    && let Err(e) =
+                        handlers::network_policy::reconcile_groups(&c, Some(&mut prev_groups)).await
+                {
+                    tracing::warn!(error = %e, "periodic reconciliation of policy groups failed");
                 }
                 if let Err(e) = startup::reconcile_load_balancers(&c, Some(&mut prev_lbs)).await {
                     tracing::warn!(error = %e, "periodic reconciliation of load balancers failed");
@@ -178,6 +192,9 @@ pub async fn run(
     let mut running: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
     if ctx.handlers.pods {
         running.push(handlers::pod::run(ctx.clone(), shutdown.clone()).boxed());
+    }
+    if ctx.handlers.policies {
+        running.push(handlers::network_policy::run(ctx.clone(), shutdown.clone()).boxed());
     }
     if ctx.lb.is_some() {
         let h = ctx.handlers;

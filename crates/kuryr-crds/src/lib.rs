@@ -6,6 +6,7 @@
 
 pub mod loadbalancer;
 pub mod node;
+pub mod policy;
 pub mod vif;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -18,6 +19,10 @@ pub use loadbalancer::{
     SERVICE_FINALIZER,
 };
 pub use node::{NODE_PORT_ANNOTATION, NodePort, NodeRoute};
+pub use policy::{
+    KuryrNetworkPolicy, KuryrNetworkPolicySpec, KuryrNetworkPolicyStatus, NETWORKPOLICY_FINALIZER,
+    NETWORKPOLICY_LINK,
+};
 pub use vif::{Vif, VifKind, VifNetwork, VifRoute, VifSubnet};
 
 /// API group of every kuryr CRD.
@@ -262,7 +267,7 @@ pub struct KuryrNetworkStatus {
 
 /// The CRD manifests, as installed by [`install`] (and shipped for
 /// `kubectl apply`).
-pub const CRD_MANIFESTS: [(&str, &str); 3] = [
+pub const CRD_MANIFESTS: [(&str, &str); 4] = [
     (
         "kuryrports.openstack.org",
         include_str!("../crds/kuryrport.yaml"),
@@ -274,6 +279,10 @@ pub const CRD_MANIFESTS: [(&str, &str); 3] = [
     (
         "kuryrloadbalancers.openstack.org",
         include_str!("../crds/kuryrloadbalancer.yaml"),
+    ),
+    (
+        "kuryrnetworkpolicies.openstack.org",
+        include_str!("../crds/kuryrnetworkpolicy.yaml"),
     ),
 ];
 
@@ -526,6 +535,12 @@ mod tests {
             crds[2].spec.names.short_names.as_deref(),
             Some(&["klb".to_string()][..])
         );
+        assert_eq!(
+            crds[3].spec.names.short_names.as_deref(),
+            Some(&["knp".to_string()][..])
+        );
+        // no status subresource: kuryr-kubernetes writes status with the object
+        assert!(crds[3].spec.versions[0].subresources.is_none());
         assert_eq!(KuryrLoadBalancer::plural(&()), "kuryrloadbalancers");
         for c in &crds {
             assert_eq!(c.spec.group, GROUP);

@@ -137,10 +137,60 @@ impl<'a, 'w> Expander<'a, 'w> {
         Ok(())
     }
 
+    /// Egress to `backends` with `l4` also goes through the ClusterIPs of
+    /// the Services they back, on the Service ports leading to an allowed
+    /// target (the client's rules see the ClusterIP before the load balancer
+    /// translates it). A Service is reachable this way when any of its
+    /// backends is allowed.
+    fn through_services(&mut self, backends: &[&'w Pod], l4: L4) {
+        let world = self.world;
+        for svc in &world.services {
+            let mut any = false;
+            let mut ports = BTreeSet::new();
+            for b in backends.iter().filter(|b| svc.backs(b)) {
+                if l4.0.is_none() {
+                    any = true;
+                    break;
+                }
+                ports.extend(svc.ports_leading_to(b, l4.0, l4.1));
+            }
+            for ip in &svc.cluster_ips {
+                let eth = family_of(ip);
+                let vip = Some(Cidr::host(*ip));
+                if any {
+                    let rule = make_rule(Direction::Egress, eth, (None, None), vip);
+                    self.add(rule, Some(&svc.namespace), []);
+                }
+                for (protocol, port) in &ports {
+                    let l4 = (Some(*protocol), Some(PortRange::single(*port)));
+                    let rule = make_rule(Direction::Egress, eth, l4, vip);
+                    self.add(rule, Some(&svc.namespace), []);
+                }
+            }
+        }
+    }
+
     /// Rules towards `peer` with `l4`; `suppliers` are the pods whose named
     /// port gave the port number (listed as affected pods).
     fn emit(&mut self, peer: &Peer<'w>, l4: L4, suppliers: &[&Pod]) {
         let direction = self.direction;
+        if direction == Direction::Egress && !self.world.services.is_empty() {
+            let world = self.world;
+            let backends: Vec<&'w Pod> = match peer {
+                Peer::Anywhere => world.pods.iter().collect(),
+                Peer::Block(_, parts) => world
+                    .pods
+                    .iter()
+                    .filter(|p| {
+                        p.ips
+                            .iter()
+                            .any(|ip| parts.iter().any(|c| c.contains_addr(*ip)))
+                    })
+                    .collect(),
+                Peer::Pods(groups) => groups.iter().flat_map(|g| g.pods.iter().copied()).collect(),
+            };
+            self.through_services(&backends, l4);
+        }
         let supplied = |eth: EtherType| -> Vec<(IpAddr, String)> {
             suppliers
                 .iter()
@@ -219,6 +269,7 @@ impl<'a, 'w> Expander<'a, 'w> {
         };
         for pod in pods {
             for n in named_port_numbers(pod, protocol, name) {
+                self.through_services(&[pod], (Some(protocol), Some(PortRange::single(n))));
                 for ip in &pod.ips {
                     let l4 = (Some(protocol), Some(PortRange::single(n)));
                     let rule = make_rule(self.direction, family_of(ip), l4, Some(Cidr::host(*ip)));
@@ -340,6 +391,89 @@ mod tests {
         assert_eq!(out.ingress[0].affected_pods[0].pod_ip, "10.0.0.1");
         assert_eq!(out.ingress[1].affected_pods[0].pod_ip, "10.0.0.2");
         assert!(out.warnings.is_empty());
+    }
+
+    #[test]
+    fn egress_to_pods_also_admits_the_cluster_ips_leading_to_them() {
+        let mut w = world(
+            vec![
+                pod("ns", "me", &[("app", "me")], &["10.0.0.1"]),
+                with_port(
+                    pod("db", "db1", &[("app", "db")], &["10.5.0.1"]),
+                    "sql",
+                    Protocol::Tcp,
+                    5432,
+                ),
+                pod("web", "web1", &[("app", "web")], &["10.6.0.1"]),
+            ],
+            vec![],
+        );
+        let svc = |ns: &str, name: &str, app: &str, vip: &str, ports: serde_json::Value| {
+            crate::Service::from_k8s(
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"selector": {"app": app}, "clusterIP": vip, "ports": ports}
+                }))
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        w.services = vec![
+            svc(
+                "db",
+                "db",
+                "db",
+                "10.96.0.5",
+                json!([{"port": 15432, "targetPort": "sql"}, {"port": 9000}]),
+            ),
+            svc(
+                "web",
+                "web",
+                "web",
+                "10.96.0.6",
+                json!([{"port": 80, "targetPort": 8080}]),
+            ),
+            // same labels, other namespace: not a backend of db's pods
+            svc("ns", "fake-db", "db", "10.96.0.7", json!([{"port": 5432}])),
+        ];
+        let spec = json!({"podSelector": {"matchLabels": {"app": "me"}}, "policyTypes": ["Egress"], "egress": [
+            {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "db"}}}],
+             "ports": [{"port": 5432}]},
+            {"to": [{"ipBlock": {"cidr": "10.6.0.0/24"}}]},
+        ]});
+        let out = compute(&policy("ns", spec), &w).unwrap();
+        assert_eq!(
+            show(&out.egress),
+            [
+                "egress IPv4 any 10.6.0.0/24",
+                "egress IPv4 any 10.96.0.6/32",
+                "egress IPv4 tcp 5432-5432 10.5.0.1/32",
+                "egress IPv4 tcp 15432-15432 10.96.0.5/32",
+            ]
+        );
+        let vip = out
+            .egress
+            .iter()
+            .find(|e| e.rule.to_string().ends_with("10.96.0.5/32"))
+            .unwrap();
+        assert_eq!(vip.namespace.as_deref(), Some("db"));
+        // a named egress port leads through the Service too
+        let spec = json!({"podSelector": {"matchLabels": {"app": "me"}}, "policyTypes": ["Egress"], "egress": [
+            {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "db"}}}],
+             "ports": [{"port": "sql"}]},
+        ]});
+        let out = compute(&policy("ns", spec), &w).unwrap();
+        assert_eq!(
+            show(&out.egress),
+            [
+                "egress IPv4 tcp 5432-5432 10.5.0.1/32",
+                "egress IPv4 tcp 15432-15432 10.96.0.5/32"
+            ]
+        );
+        // ingress rules are not affected by Services
+        let spec = json!({"ingress": [{"from": [{"namespaceSelector": {}}]}]});
+        let out = compute(&policy("ns", spec), &w).unwrap();
+        assert!(show(&out.ingress).iter().all(|r| !r.contains("10.96.")));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod peers;
 mod ports;
 mod rule;
 mod selector;
+mod services;
 mod world;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use error::PolicyError;
 pub use knp::{AffectedPod, DESCRIPTION, KnpRule, SgRule};
 pub use rule::{Direction, EtherType, PortRange, Protocol, Rule};
 pub use selector::{Labels, Selector, pod_selector, policy_namespace, selects};
+pub use services::{Service, ServicePort, Target};
 pub use world::{ContainerPort, NAMESPACE_NAME_LABEL, Namespace, Pod, Settings, World};
 
 /// Longest name Neutron accepts for a security group.

@@ -90,6 +90,9 @@ pub struct World {
     /// Namespaces. A namespace that only appears in a pod is treated as
     /// having no labels but `kubernetes.io/metadata.name` and no subnet.
     pub namespaces: Vec<Namespace>,
+    /// Services with a selector: an egress rule towards pods also admits
+    /// the ClusterIPs and ports leading to them (see [`crate::Service`]).
+    pub services: Vec<crate::Service>,
     /// Cluster-wide settings.
     pub settings: Settings,
 }

@@ -5,9 +5,11 @@
 
 pub mod endpoint_slice;
 pub mod loadbalancer;
+pub mod network_policy;
 pub mod node;
 pub mod node_vm;
 pub mod pod;
+pub mod pod_groups;
 pub mod service;
 
 /// Which handlers run.
@@ -23,6 +25,10 @@ pub struct Enabled {
     pub endpoints: bool,
     /// KuryrLoadBalancers → Octavia (`kuryrloadbalancer`).
     pub loadbalancers: bool,
+    /// NetworkPolicies → KuryrNetworkPolicies → security groups, and the
+    /// groups of the selected pods' ports (`policy`, `kuryrnetworkpolicy`,
+    /// `pod_label`: kuryr-rs runs them as one).
+    pub policies: bool,
 }
 
 impl Enabled {
@@ -37,6 +43,7 @@ impl Enabled {
                 "service" | "lb" | "lbaasspec" => e.services = true,
                 "endpoints" => e.endpoints = true,
                 "kuryrloadbalancer" => e.loadbalancers = true,
+                "policy" | "kuryrnetworkpolicy" | "pod_label" => e.policies = true,
                 other => warnings.push(format!(
                     "[kubernetes] enabled_handlers: {other} is a kuryr-kubernetes handler kuryr-rs does not run yet; ignored"
                 )),
@@ -148,13 +155,14 @@ mod tests {
                 pods: true,
                 services: true,
                 endpoints: true,
-                loadbalancers: true
+                loadbalancers: true,
+                policies: false,
             }
         );
         assert!(w.is_empty());
         let (e, w) = Enabled::from_names(&names(&["vif", "policy", "kuryrnetwork_population"]));
-        assert!(e.pods && !e.any_service());
-        assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("policy"));
+        assert!(e.pods && e.policies && !e.any_service());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("kuryrnetwork_population"));
     }
 }

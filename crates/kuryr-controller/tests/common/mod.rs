@@ -366,6 +366,31 @@ impl Harness {
                 )
                 .await;
         }
+        // NetworkPolicies and their KuryrNetworkPolicies hold finalizers too
+        let nps: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+            Api::namespaced(self.kube.clone(), &self.ns);
+        for np in nps.list(&ListParams::default()).await?.items {
+            let name = np.metadata.name.unwrap_or_default();
+            let _ = nps
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
+        }
+        let knps: Api<kuryr_crds::KuryrNetworkPolicy> =
+            Api::namespaced(self.kube.clone(), &self.ns);
+        for k in knps.list(&ListParams::default()).await?.items {
+            let name = k.metadata.name.unwrap_or_default();
+            let _ = knps
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
+        }
         let nss: Api<Namespace> = Api::all(self.kube.clone());
         let _ = nss.delete(&self.ns, &DeleteParams::default()).await;
         let nodes: Api<Node> = Api::all(self.kube.clone());

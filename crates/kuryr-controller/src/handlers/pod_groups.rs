@@ -1,0 +1,168 @@
+//! The pods' groups (kuryr-kubernetes' `pod_label` and the policy security
+//! groups driver): the Neutron ports of a pod that NetworkPolicies select
+//! carry the groups of those policies (from their KuryrNetworkPolicies'
+//! status) and the node-access group; a pod no policy selects carries
+//! `[neutron_defaults] pod_security_groups` (see [`crate::policy::pod_groups`]).
+//!
+//! A pod is looked at again when it changes (labels), when its KuryrPort
+//! changes (a port was bound or replaced) and when any KuryrNetworkPolicy
+//! changes (its group became ready, its selector changed, it is going).
+//! What each port has is remembered after it was read or set once, so a
+//! pass that changes nothing costs Neutron nothing.
+
+use crate::policy::{self, Groups};
+use crate::{Context, Error, lock};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kuryr_crds::{KuryrNetworkPolicy, KuryrPort};
+use kuryr_openstack::types::neutron::PortUpdate;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct State {
+    ctx: Arc<Context>,
+    kps: Store<KuryrPort>,
+    knps: Store<KuryrNetworkPolicy>,
+    /// The groups each port was last seen with or given.
+    ports: Mutex<HashMap<String, Vec<String>>>,
+}
+
+async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    // decided only on complete lists: a restart must not take a policy's
+    // group off a port because its KNP was not listed yet
+    st.kps.wait_until_ready().await.ok();
+    st.knps.wait_until_ready().await.ok();
+    let Some(kp) = st.kps.get(&ObjectRef::new(&name).within(&ns)) else {
+        return Ok(Action::await_change());
+    };
+    if Some(kp.spec.pod_uid.as_str()) != pod.metadata.uid.as_deref() {
+        return Ok(Action::await_change());
+    }
+    let ports: Vec<String> = kp
+        .status
+        .iter()
+        .flat_map(|s| s.port_ids())
+        .map(str::to_owned)
+        .collect();
+    if ports.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let ctx = &st.ctx;
+    let knps = st.knps.state();
+    let access = ctx.node_groups.as_ref().map(|g| g.access.as_str());
+    let wanted = match policy::pod_groups(
+        &pod,
+        knps.iter().map(|k| k.as_ref()),
+        &ctx.settings.security_groups,
+        access,
+    ) {
+        Groups::Set(g) => g,
+        Groups::NotYet => return Ok(Action::await_change()),
+    };
+    let n = ctx.os.neutron();
+    for id in ports {
+        let known = lock(&st.ports).get(&id).cloned();
+        let have = match known {
+            Some(h) => h,
+            None => match n.get_port(&id).await {
+                Ok(p) => p.security_groups,
+                // released meanwhile: nothing to do
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if !policy::same_groups(&have, &wanted) {
+            let body = PortUpdate {
+                security_groups: Some(wanted.clone()),
+                ..Default::default()
+            };
+            match n.update_port(&id, &body).await {
+                Ok(_) => {
+                    tracing::info!(pod = %format!("{ns}/{name}"), port = %id, groups = ?wanted, "pod port groups set")
+                }
+                Err(e) if e.is_not_found() => {
+                    lock(&st.ports).remove(&id);
+                    continue;
+                }
+                Err(e) => {
+                    lock(&st.ports).remove(&id);
+                    return Err(e.into());
+                }
+            }
+        }
+        lock(&st.ports).insert(id, wanted.clone());
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(pod: Arc<Pod>, err: &Error, _st: Arc<State>) -> Action {
+    tracing::warn!(pod = %super::qualified(&pod.metadata), error = %err, "pod port groups not set yet; retrying in 2 s");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs until `shutdown` resolves; `pods` selects the pods kuryr-rs handles.
+pub async fn run(
+    ctx: Arc<Context>,
+    pods: watcher::Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (kps, kps_writer) = reflector::store();
+    let (knps, knps_writer) = reflector::store();
+    // a KuryrPort changing brings back its pod (same namespace and name)
+    let kp_changes = reflector::reflector(
+        kps_writer,
+        watcher(
+            Api::<KuryrPort>::all(ctx.kube.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .filter_map(|r| async move {
+        let kp = r.ok()?;
+        Some(
+            ObjectRef::<Pod>::new(kp.metadata.name.as_deref()?)
+                .within(kp.metadata.namespace.as_deref()?),
+        )
+    });
+    let knp_changes = reflector::reflector(
+        knps_writer,
+        watcher(
+            Api::<KuryrNetworkPolicy>::all(ctx.kube.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ());
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        kps,
+        knps,
+        ports: Mutex::default(),
+    });
+    Controller::new(Api::<Pod>::all(ctx.kube.clone()), pods)
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(100)),
+        )
+        .reconcile_on(kp_changes)
+        .reconcile_all_on(knp_changes)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "pod groups reconcile");
+            }
+        })
+        .await;
+}

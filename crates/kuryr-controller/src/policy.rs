@@ -1,0 +1,403 @@
+//! NetworkPolicy enforcement, the pure part: the cluster as policies see it,
+//! a KuryrNetworkPolicy's spec from a policy's rules, Neutron rules in and
+//! out of kuryr-policy's form, and the groups a pod's ports must have.
+//!
+//! The I/O is in [`crate::handlers::network_policy`] (policy → KNP →
+//! security group) and [`crate::handlers::pod_groups`] (the ports).
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kuryr_crds::{KuryrNetworkPolicy, KuryrNetworkPolicySpec};
+use kuryr_openstack::types::neutron::{SecurityGroupRule, SecurityGroupRuleCreate};
+use kuryr_policy::{PolicyRules, Selector, SgRule, World};
+
+/// Whether a pod takes part in policies: not on the host's network (its
+/// address is the node's), not finished, and with an address.
+pub fn takes_part(pod: &Pod) -> bool {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    !host_network && !finished
+}
+
+/// The world `compute` evaluates policies against: the pods that take part
+/// (see [`takes_part`]), every namespace, and the Services with a selector
+/// (egress towards their pods also admits their ClusterIPs). `ipv6` says
+/// whether the pod network has IPv6 subnets (IPv4 is always written).
+pub fn world<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    namespaces: impl IntoIterator<Item = &'a Namespace>,
+    services: impl IntoIterator<Item = &'a Service>,
+    ipv6: bool,
+) -> World {
+    let mut w = World {
+        pods: pods
+            .into_iter()
+            .filter(|p| takes_part(p))
+            .map(kuryr_policy::Pod::from_k8s)
+            .collect(),
+        namespaces: namespaces
+            .into_iter()
+            .map(kuryr_policy::Namespace::from_k8s)
+            .collect(),
+        services: services
+            .into_iter()
+            .filter_map(kuryr_policy::Service::from_k8s)
+            .collect(),
+        ..Default::default()
+    };
+    w.settings.ipv6 = ipv6;
+    w
+}
+
+/// The KuryrNetworkPolicy spec of `policy` translated into `rules`.
+pub fn knp_spec(policy: &NetworkPolicy, rules: &PolicyRules) -> KuryrNetworkPolicySpec {
+    let spec = policy.spec.clone().unwrap_or_default();
+    let types = kuryr_policy::policy_types(&spec).unwrap_or(kuryr_policy::PolicyTypes {
+        ingress: true,
+        egress: false,
+    });
+    let mut policy_types = Vec::new();
+    if types.ingress {
+        policy_types.push("Ingress".to_owned());
+    }
+    if types.egress {
+        policy_types.push("Egress".to_owned());
+    }
+    KuryrNetworkPolicySpec {
+        ingress_sg_rules: rules.ingress_knp(),
+        egress_sg_rules: rules.egress_knp(),
+        pod_selector: serde_json::to_value(spec.pod_selector.unwrap_or_default())
+            .unwrap_or_default(),
+        policy_types,
+    }
+}
+
+/// A rule as Neutron has it, in kuryr-policy's form (for the diff and the
+/// KNP status).
+pub fn from_neutron(r: &SecurityGroupRule) -> SgRule {
+    SgRule {
+        id: Some(r.id.clone()),
+        security_group_id: Some(r.security_group_id.clone()),
+        description: Some(r.description.clone()).filter(|d| !d.is_empty()),
+        direction: r.direction.clone(),
+        ethertype: r.ethertype.clone(),
+        port_range_min: r.port_range_min.and_then(|p| u16::try_from(p).ok()),
+        port_range_max: r.port_range_max.and_then(|p| u16::try_from(p).ok()),
+        protocol: r.protocol.clone(),
+        remote_ip_prefix: r.remote_ip_prefix.clone(),
+        remote_group_id: r.remote_group_id.clone(),
+    }
+}
+
+/// The Neutron body adding `rule` to group `sg`.
+pub fn to_neutron(sg: &str, rule: &SgRule) -> SecurityGroupRuleCreate {
+    SecurityGroupRuleCreate {
+        security_group_id: sg.to_owned(),
+        direction: rule.direction.clone(),
+        ethertype: Some(rule.ethertype.clone()).filter(|e| !e.is_empty()),
+        protocol: rule.protocol.clone(),
+        port_range_min: rule.port_range_min.map(u32::from),
+        port_range_max: rule.port_range_max.map(u32::from),
+        remote_ip_prefix: rule.remote_ip_prefix.clone(),
+        remote_group_id: rule.remote_group_id.clone(),
+        description: rule.description.clone(),
+    }
+}
+
+/// Whether a KNP's status shows its group holding exactly the spec's rules,
+/// one each (as of the last pass that asked Neutron).
+pub fn in_sync(knp: &KuryrNetworkPolicy) -> bool {
+    let Some(status) = &knp.status else {
+        return false;
+    };
+    if status.security_group_id.is_none() {
+        return false;
+    }
+    let wanted: Vec<SgRule> = knp
+        .spec
+        .ingress_sg_rules
+        .iter()
+        .chain(&knp.spec.egress_sg_rules)
+        .map(|r| r.sg_rule.clone())
+        .collect();
+    status.security_group_rules.len() == wanted.len()
+        && kuryr_policy::diff(&status.security_group_rules, &wanted).is_empty()
+}
+
+/// The description of a policy's group, as kuryr-kubernetes wrote it.
+pub fn group_description(namespace: &str, name: &str) -> String {
+    format!("Kuryr-Kubernetes Network Policy {namespace}/{name} SG")
+}
+
+/// The tag finding a policy's group again (a crash between making it and
+/// recording it in the KNP status must not make a second one).
+pub fn group_tag(policy_uid: &str) -> String {
+    format!("kuryr-np:{policy_uid}")
+}
+
+/// What a pod's ports must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Groups {
+    /// Exactly these groups (sorted, no duplicates).
+    Set(Vec<String>),
+    /// A policy selecting the pod has no group yet: leave the ports as they
+    /// are until it has (its KNP changing brings the pod back).
+    NotYet,
+}
+
+/// The groups of `pod`'s ports: those of every policy of its namespace
+/// that selects it (a KNP being deleted no longer counts), plus `always`
+/// (the node-access group); `defaults` when no policy selects it.
+pub fn pod_groups<'a>(
+    pod: &Pod,
+    knps: impl IntoIterator<Item = &'a KuryrNetworkPolicy>,
+    defaults: &[String],
+    always: Option<&str>,
+) -> Groups {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let mut groups = Vec::new();
+    let mut selected = false;
+    for knp in knps {
+        if knp.metadata.namespace.as_deref() != Some(ns)
+            || knp.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        let Ok(sel) = serde_json::from_value(knp.spec.pod_selector.clone())
+            .map_err(|_| ())
+            .and_then(|s| Selector::compile(&s).map_err(|_| ()))
+        else {
+            continue;
+        };
+        if !sel.matches(&labels) {
+            continue;
+        }
+        selected = true;
+        match knp
+            .status
+            .as_ref()
+            .and_then(|s| s.security_group_id.clone())
+        {
+            Some(g) => groups.push(g),
+            None => return Groups::NotYet,
+        }
+    }
+    if !selected {
+        let mut d = defaults.to_vec();
+        d.sort();
+        d.dedup();
+        return Groups::Set(d);
+    }
+    groups.extend(always.map(str::to_owned));
+    groups.sort();
+    groups.dedup();
+    Groups::Set(groups)
+}
+
+/// Whether two group lists hold the same groups, whatever their order.
+pub fn same_groups(a: &[String], b: &[String]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuryr_crds::KuryrNetworkPolicyStatus;
+    use serde_json::json;
+
+    fn pod(ns: &str, labels: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": ns, "labels": labels},
+            "status": {"podIP": "10.0.0.5", "phase": "Running"}
+        }))
+        .unwrap()
+    }
+
+    fn knp(ns: &str, selector: serde_json::Value, sg: Option<&str>) -> KuryrNetworkPolicy {
+        let mut k = KuryrNetworkPolicy::new(
+            "np",
+            KuryrNetworkPolicySpec {
+                pod_selector: selector,
+                ..Default::default()
+            },
+        );
+        k.metadata.namespace = Some(ns.into());
+        k.status = Some(KuryrNetworkPolicyStatus {
+            security_group_id: sg.map(str::to_owned),
+            ..Default::default()
+        });
+        k
+    }
+
+    #[test]
+    fn a_pod_no_policy_selects_keeps_the_default_groups() {
+        let p = pod("a", json!({"app": "web"}));
+        let other_ns = knp("b", json!({}), Some("sg-b"));
+        let other_label = knp("a", json!({"matchLabels": {"app": "db"}}), Some("sg-db"));
+        assert_eq!(
+            pod_groups(
+                &p,
+                [&other_ns, &other_label],
+                &["d2".into(), "d1".into()],
+                Some("acc")
+            ),
+            Groups::Set(vec!["d1".into(), "d2".into()])
+        );
+    }
+
+    #[test]
+    fn a_selected_pod_gets_every_selecting_policy_and_the_node_access_group() {
+        let p = pod("a", json!({"app": "web", "tier": "1"}));
+        let all = knp("a", json!({}), Some("sg-all"));
+        let web = knp("a", json!({"matchLabels": {"app": "web"}}), Some("sg-web"));
+        let expr = knp(
+            "a",
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["1", "2"]}]}),
+            Some("sg-tier"),
+        );
+        assert_eq!(
+            pod_groups(&p, [&web, &all, &expr], &["d".into()], Some("acc")),
+            Groups::Set(vec![
+                "acc".into(),
+                "sg-all".into(),
+                "sg-tier".into(),
+                "sg-web".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn a_policy_without_its_group_yet_leaves_the_ports_alone() {
+        let p = pod("a", json!({"app": "web"}));
+        let ready = knp("a", json!({}), Some("sg-all"));
+        let pending = knp("a", json!({"matchLabels": {"app": "web"}}), None);
+        assert_eq!(
+            pod_groups(&p, [&ready, &pending], &["d".into()], None),
+            Groups::NotYet
+        );
+    }
+
+    #[test]
+    fn a_policy_being_deleted_no_longer_counts() {
+        let p = pod("a", json!({}));
+        let mut gone = knp("a", json!({}), Some("sg-all"));
+        gone.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        assert_eq!(
+            pod_groups(&p, [&gone], &["d".into()], Some("acc")),
+            Groups::Set(vec!["d".into()])
+        );
+    }
+
+    #[test]
+    fn host_network_and_finished_pods_take_no_part() {
+        let mut p = pod("a", json!({}));
+        assert!(takes_part(&p));
+        p.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        assert!(!takes_part(&p));
+        let host: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "h", "namespace": "a"},
+            "spec": {"hostNetwork": true, "containers": []}
+        }))
+        .unwrap();
+        assert!(!takes_part(&host));
+        let w = world([&p, &host, &pod("a", json!({}))], [], [], false);
+        assert_eq!(w.pods.len(), 1);
+        assert!(!w.settings.ipv6);
+    }
+
+    #[test]
+    fn neutron_rules_round_trip_through_the_policy_form() {
+        let r: SecurityGroupRule = serde_json::from_value(json!({
+            "id": "r1", "security_group_id": "g", "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "tcp", "port_range_min": 80, "port_range_max": 81,
+            "remote_ip_prefix": "10.0.0.0/24", "remote_group_id": null, "description": ""
+        }))
+        .unwrap();
+        let s = from_neutron(&r);
+        assert_eq!(s.id.as_deref(), Some("r1"));
+        assert_eq!(s.description, None);
+        let body = to_neutron("g", &s);
+        assert_eq!(body.port_range_max, Some(81));
+        assert_eq!(body.remote_ip_prefix.as_deref(), Some("10.0.0.0/24"));
+        assert_eq!(body.ethertype.as_deref(), Some("IPv4"));
+        let without_id = SgRule {
+            id: None,
+            ..s.clone()
+        };
+        assert!(kuryr_policy::diff(std::slice::from_ref(&s), &[without_id]).is_empty());
+    }
+
+    #[test]
+    fn the_knp_spec_follows_the_policy() {
+        let np: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "np", "namespace": "a"},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                     "egress": [{}]}
+        }))
+        .unwrap();
+        let w = world([&pod("a", json!({"app": "web"}))], [], [], false);
+        let rules = kuryr_policy::compute(&np, &w).unwrap();
+        let spec = knp_spec(&np, &rules);
+        assert_eq!(spec.policy_types, vec!["Ingress", "Egress"]);
+        assert_eq!(spec.pod_selector, json!({"matchLabels": {"app": "web"}}));
+        // ingress isolated with no rule: nothing in; egress to anywhere
+        assert!(spec.ingress_sg_rules.is_empty());
+        assert_eq!(spec.egress_sg_rules.len(), 1);
+        assert_eq!(spec.egress_sg_rules[0].sg_rule.remote_ip_prefix, None);
+    }
+
+    #[test]
+    fn a_knp_is_in_sync_when_its_status_has_each_spec_rule_once() {
+        let rule = |dir: &str, id: Option<&str>| SgRule {
+            id: id.map(str::to_owned),
+            direction: dir.into(),
+            ethertype: "IPv4".into(),
+            ..Default::default()
+        };
+        let mut k = knp("a", json!({}), None);
+        k.spec.egress_sg_rules = vec![kuryr_policy::KnpRule {
+            sg_rule: rule("egress", None),
+            namespace: None,
+            affected_pods: None,
+        }];
+        // no group yet
+        assert!(!in_sync(&k));
+        let st = k.status.as_mut().unwrap();
+        st.security_group_id = Some("g".into());
+        assert!(!in_sync(&k), "the group has no rule yet");
+        let st = k.status.as_mut().unwrap();
+        st.security_group_rules = vec![rule("egress", Some("r1"))];
+        assert!(in_sync(&k));
+        let st = k.status.as_mut().unwrap();
+        st.security_group_rules.push(rule("egress", Some("r2")));
+        assert!(!in_sync(&k), "a duplicate is not in sync");
+        let st = k.status.as_mut().unwrap();
+        st.security_group_rules = vec![rule("ingress", Some("r3"))];
+        assert!(!in_sync(&k));
+    }
+
+    #[test]
+    fn group_lists_compare_as_sets() {
+        assert!(same_groups(
+            &["b".into(), "a".into()],
+            &["a".into(), "b".into(), "a".into()]
+        ));
+        assert!(!same_groups(&["a".into()], &["a".into(), "b".into()]));
+    }
+}

@@ -1,0 +1,449 @@
+//! NetworkPolicies against the stack's real kube-apiserver and Neutron:
+//! a policy becomes a KuryrNetworkPolicy written as kuryr-kubernetes wrote
+//! it and a security group holding exactly its rules, put on the ports of
+//! the pods it selects; rules follow pods as their labels and addresses
+//! change; a pod leaving the selection gets its default groups back; a
+//! deleted policy takes its KNP and group with it. Pods are bound to a node
+//! no kubelet runs, so their addresses are written into their status by the
+//! test, as the kubelet would from the CNI result.
+#![cfg(feature = "stack")]
+
+mod common;
+
+use common::{Harness, NODE, start};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kuryr_controller::Options;
+use kuryr_crds::{KuryrNetworkPolicy, NETWORKPOLICY_FINALIZER, NETWORKPOLICY_LINK};
+use kuryr_policy::{DESCRIPTION, rule_key};
+use kuryr_stack_tests::{finally, wait_until};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+const EVERY: Duration = Duration::from_millis(200);
+const POLICY_CONF: &str =
+    "[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,policy\n";
+
+/// Makes pod `name` with `app=<app>`, waits for its port and writes the
+/// port's address into the pod's status; answers (port id, address).
+async fn pod(h: &Harness, name: &str, app: &str) -> anyhow::Result<(String, String)> {
+    let mut p = h.pod(name, NODE)?;
+    p.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("app".into(), app.into());
+    let uid = h
+        .pods
+        .create(&PostParams::default(), &p)
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let vif = h.vif_of(name, &uid, WAIT).await?;
+    let ip = vif.network.subnets[0].ips[0].clone();
+    h.pods
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
+        )
+        .await?;
+    Ok((vif.id, ip))
+}
+
+async fn relabel(h: &Harness, name: &str, app: &str) -> anyhow::Result<()> {
+    h.pods
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": app}}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The port's groups once they equal `want` (any order).
+async fn port_groups_become(h: &Harness, port: &str, want: &[String]) -> anyhow::Result<()> {
+    let want: BTreeSet<String> = want.iter().cloned().collect();
+    wait_until(
+        &format!("port {port} has groups {want:?}"),
+        WAIT,
+        EVERY,
+        || async {
+            let p = h.os.neutron().get_port(port).await?;
+            let have: BTreeSet<String> = p.security_groups.into_iter().collect();
+            Ok((have == want).then_some(()))
+        },
+    )
+    .await
+}
+
+/// The KNP once its status lists a group whose rules are the spec's rules
+/// and `check` holds for it.
+async fn knp_where(
+    knps: &Api<KuryrNetworkPolicy>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&KuryrNetworkPolicy) -> bool,
+) -> anyhow::Result<KuryrNetworkPolicy> {
+    wait_until(what, WAIT, EVERY, || async {
+        let Some(k) = knps.get_opt(name).await? else {
+            return Ok(None);
+        };
+        let Some(st) = &k.status else { return Ok(None) };
+        if st.security_group_id.is_none() {
+            return Ok(None);
+        }
+        let spec: BTreeSet<_> = k
+            .spec
+            .ingress_sg_rules
+            .iter()
+            .chain(&k.spec.egress_sg_rules)
+            .map(|r| rule_key(&r.sg_rule))
+            .collect();
+        let status: BTreeSet<_> = st.security_group_rules.iter().map(rule_key).collect();
+        let in_sync = spec == status && st.security_group_rules.len() == spec.len();
+        Ok((in_sync && check(&k)).then_some(k))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> anyhow::Result<()> {
+    let h = Harness::new("np", "10.238.0.0/24").await?;
+    let body = async {
+        let ctx = h.context(POLICY_CONF, Options::default()).await?;
+        let defaults = ctx.settings.security_groups.clone();
+        let ctl = start(ctx.clone());
+        let n = h.os.neutron();
+        let (web_port, _) = pod(&h, "web", "web").await?;
+        let (client_port, client_ip) = pod(&h, "client", "client").await?;
+
+        // web admits TCP 80 from app=client pods only
+        let nps: Api<NetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
+        let knps: Api<KuryrNetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
+        nps.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web-from-client"},
+                "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                         "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                                      "ports": [{"port": 80}]}]}
+            }))?,
+        )
+        .await?;
+        let knp = knp_where(
+            &knps,
+            "web-from-client",
+            "KNP with the client's rule",
+            |k| k.spec.ingress_sg_rules.len() == 1,
+        )
+        .await?;
+        // written as kuryr-kubernetes wrote it
+        assert_eq!(
+            knp.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(NETWORKPOLICY_LINK))
+                .map(String::as_str),
+            Some(
+                format!(
+                    "/apis/networking.k8s.io/v1/namespaces/{}/networkpolicies/web-from-client",
+                    h.ns
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(
+            knp.metadata.finalizers.as_deref(),
+            Some(&[NETWORKPOLICY_FINALIZER.to_owned()][..])
+        );
+        assert_eq!(knp.spec.policy_types, vec!["Ingress"]);
+        assert_eq!(
+            knp.spec.pod_selector,
+            json!({"matchLabels": {"app": "web"}})
+        );
+        let r = &knp.spec.ingress_sg_rules[0];
+        assert_eq!(r.namespace.as_deref(), Some(h.ns.as_str()));
+        assert_eq!(r.sg_rule.direction, "ingress");
+        assert_eq!(r.sg_rule.ethertype, "IPv4");
+        assert_eq!(r.sg_rule.protocol.as_deref(), Some("tcp"));
+        assert_eq!(
+            (r.sg_rule.port_range_min, r.sg_rule.port_range_max),
+            (Some(80), Some(80))
+        );
+        assert_eq!(
+            r.sg_rule.remote_ip_prefix.as_deref(),
+            Some(format!("{client_ip}/32").as_str())
+        );
+        assert_eq!(r.sg_rule.description.as_deref(), Some(DESCRIPTION));
+        // egress is not isolated: open
+        assert_eq!(knp.spec.egress_sg_rules.len(), 1);
+        assert_eq!(knp.spec.egress_sg_rules[0].sg_rule.remote_ip_prefix, None);
+        let np = nps.get("web-from-client").await?;
+        assert!(
+            np.metadata
+                .finalizers
+                .unwrap_or_default()
+                .contains(&NETWORKPOLICY_FINALIZER.to_owned())
+        );
+
+        // the group in Neutron: named, described, its rules exactly the status
+        let st = knp.status.clone().unwrap_or_default();
+        let sg_id = st.security_group_id.clone().unwrap_or_default();
+        let sg = n.get_security_group(&sg_id).await?;
+        assert_eq!(sg.name, format!("sg/{}-web-from-client", h.ns));
+        assert_eq!(
+            sg.description,
+            format!(
+                "Kuryr-Kubernetes Network Policy {}/web-from-client SG",
+                h.ns
+            )
+        );
+        let mut in_neutron: Vec<_> = sg
+            .security_group_rules
+            .iter()
+            .map(|r| r.id.clone())
+            .collect();
+        let mut in_status: Vec<_> = st
+            .security_group_rules
+            .iter()
+            .filter_map(|r| r.id.clone())
+            .collect();
+        in_neutron.sort();
+        in_status.sort();
+        assert_eq!(in_neutron, in_status);
+
+        // web's port has the policy's group only; the client keeps the defaults
+        port_groups_become(&h, &web_port, std::slice::from_ref(&sg_id)).await?;
+        port_groups_become(&h, &client_port, &defaults).await?;
+
+        // rules follow pods: the client leaves the selection, another joins
+        relabel(&h, "client", "other").await?;
+        knp_where(&knps, "web-from-client", "the client's rule gone", |k| {
+            k.spec.ingress_sg_rules.is_empty()
+        })
+        .await?;
+        let (_, ip2) = pod(&h, "client2", "client").await?;
+        let prefix2 = format!("{ip2}/32");
+        knp_where(&knps, "web-from-client", "client2's rule", |k| {
+            k.spec.ingress_sg_rules.len() == 1
+                && k.spec.ingress_sg_rules[0]
+                    .sg_rule
+                    .remote_ip_prefix
+                    .as_deref()
+                    == Some(prefix2.as_str())
+        })
+        .await?;
+        // the same group all along
+        assert_eq!(
+            knps.get("web-from-client")
+                .await?
+                .status
+                .and_then(|s| s.security_group_id),
+            Some(sg_id.clone())
+        );
+
+        // a pod leaving the policy's selection gets its defaults back, and
+        // back in, the policy's group again
+        relabel(&h, "web", "none").await?;
+        port_groups_become(&h, &web_port, &defaults).await?;
+        relabel(&h, "web", "web").await?;
+        port_groups_become(&h, &web_port, std::slice::from_ref(&sg_id)).await?;
+
+        // deleting the policy: defaults back on web, KNP and group gone, the
+        // policy itself gone (its finalizer removed)
+        nps.delete("web-from-client", &DeleteParams::default())
+            .await?;
+        port_groups_become(&h, &web_port, &defaults).await?;
+        wait_until("policy, KNP and group gone", WAIT, EVERY, || async {
+            let np_gone = nps.get_opt("web-from-client").await?.is_none();
+            let knp_gone = knps.get_opt("web-from-client").await?.is_none();
+            let sg_gone = match n.get_security_group(&sg_id).await {
+                Err(e) if e.is_not_found() => true,
+                Err(e) => return Err(e.into()),
+                Ok(_) => false,
+            };
+            Ok((np_gone && knp_gone && sg_gone).then_some(()))
+        })
+        .await?;
+
+        h.delete_all_pods(WAIT).await?;
+        ctl.stop().await;
+        Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
+
+/// A policy that went while no controller ran (its finalizers removed by
+/// hand) leaves a group no policy owns: the next controller puts the
+/// default groups back on the pod's port and deletes the group.
+#[tokio::test]
+async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<()> {
+    let h = Harness::new("npgc", "10.238.1.0/24").await?;
+    let body = async {
+        let options = || Options {
+            gc_interval: Duration::from_secs(2),
+            ..Options::default()
+        };
+        let ctx = h.context(POLICY_CONF, options()).await?;
+        let defaults = ctx.settings.security_groups.clone();
+        let ctl = start(ctx);
+        let (port, _) = pod(&h, "web", "web").await?;
+        let nps: Api<NetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
+        let knps: Api<KuryrNetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
+        nps.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "deny-all"},
+                "spec": {"podSelector": {}}
+            }))?,
+        )
+        .await?;
+        let knp = knp_where(&knps, "deny-all", "deny-all's group", |k| {
+            k.spec.ingress_sg_rules.is_empty()
+        })
+        .await?;
+        let sg_id = knp
+            .status
+            .and_then(|s| s.security_group_id)
+            .unwrap_or_default();
+        port_groups_become(&h, &port, std::slice::from_ref(&sg_id)).await?;
+        ctl.stop().await;
+
+        // gone behind the controller's back, KNP and all
+        let unfinalize = json!({"metadata": {"finalizers": null}});
+        nps.patch(
+            "deny-all",
+            &PatchParams::default(),
+            &Patch::Merge(&unfinalize),
+        )
+        .await?;
+        nps.delete("deny-all", &DeleteParams::default()).await?;
+        knps.patch(
+            "deny-all",
+            &PatchParams::default(),
+            &Patch::Merge(&unfinalize),
+        )
+        .await?;
+        knps.delete("deny-all", &DeleteParams::default()).await?;
+        wait_until("policy and KNP gone", WAIT, EVERY, || async {
+            let gone = nps.get_opt("deny-all").await?.is_none()
+                && knps.get_opt("deny-all").await?.is_none();
+            Ok(gone.then_some(()))
+        })
+        .await?;
+
+        let ctl = start(h.context(POLICY_CONF, options()).await?);
+        port_groups_become(&h, &port, &defaults).await?;
+        wait_until("the orphaned group deleted", WAIT, EVERY, || async {
+            match h.os.neutron().get_security_group(&sg_id).await {
+                Err(e) if e.is_not_found() => Ok(Some(())),
+                Err(e) => Err(e.into()),
+                Ok(_) => Ok(None),
+            }
+        })
+        .await?;
+        h.delete_all_pods(WAIT).await?;
+        ctl.stop().await;
+        Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
+
+/// Egress allowed towards pods also admits the ClusterIP of a Service
+/// backed by them, on the Service's port leading to the allowed target port:
+/// the client's group sees the ClusterIP before the load balancer
+/// translates it. A Service appearing later adds its rule.
+#[tokio::test]
+async fn egress_towards_pods_admits_the_cluster_ips_of_their_services() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    let h = Harness::new("npsvc", "10.238.2.0/24").await?;
+    let body = async {
+        let ctx = h.context(POLICY_CONF, Options::default()).await?;
+        let ctl = start(ctx);
+        let (_, web_ip) = pod(&h, "web", "web").await?;
+        let (client_port, _) = pod(&h, "client", "client").await?;
+        let nps: Api<NetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
+        let knps: Api<KuryrNetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
+        nps.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "client-to-web"},
+                "spec": {"podSelector": {"matchLabels": {"app": "client"}},
+                         "policyTypes": ["Egress"],
+                         "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                                     "ports": [{"port": 8080}]}]}
+            }))?,
+        )
+        .await?;
+        let web_rule = format!("{web_ip}/32");
+        let knp = knp_where(&knps, "client-to-web", "egress to web", |k| {
+            k.spec.egress_sg_rules.len() == 1
+        })
+        .await?;
+        let r = &knp.spec.egress_sg_rules[0].sg_rule;
+        assert_eq!(r.remote_ip_prefix.as_deref(), Some(web_rule.as_str()));
+        assert_eq!(
+            (r.port_range_min, r.port_range_max),
+            (Some(8080), Some(8080))
+        );
+        // ingress not isolated: open
+        assert_eq!(knp.spec.ingress_sg_rules.len(), 1);
+        assert_eq!(knp.spec.policy_types, vec!["Egress"]);
+        let sg = knp
+            .status
+            .and_then(|s| s.security_group_id)
+            .unwrap_or_default();
+        port_groups_become(&h, &client_port, std::slice::from_ref(&sg)).await?;
+
+        // a Service in front of web: port 80 leads to 8080
+        let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);
+        let svc = svcs
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": "web"},
+                    "spec": {"selector": {"app": "web"},
+                             "ports": [{"name": "http", "port": 80, "targetPort": 8080}, {"name": "other", "port": 81}]}
+                }))?,
+            )
+            .await?;
+        let vip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+        let vip_rule = format!("{vip}/32");
+        let knp = knp_where(&knps, "client-to-web", "egress to web's ClusterIP", |k| {
+            k.spec.egress_sg_rules.len() == 2
+        })
+        .await?;
+        let to_vip: Vec<_> = knp
+            .spec
+            .egress_sg_rules
+            .iter()
+            .filter(|r| r.sg_rule.remote_ip_prefix.as_deref() == Some(vip_rule.as_str()))
+            .collect();
+        assert_eq!(to_vip.len(), 1, "{:?}", knp.spec.egress_sg_rules);
+        let r = &to_vip[0].sg_rule;
+        assert_eq!(r.protocol.as_deref(), Some("tcp"));
+        assert_eq!((r.port_range_min, r.port_range_max), (Some(80), Some(80)));
+        assert_eq!(to_vip[0].namespace.as_deref(), Some(h.ns.as_str()));
+
+        // the Service gone, its rule goes
+        svcs.delete("web", &DeleteParams::default()).await?;
+        knp_where(&knps, "client-to-web", "the ClusterIP rule gone", |k| {
+            k.spec.egress_sg_rules.len() == 1
+        })
+        .await?;
+        nps.delete("client-to-web", &DeleteParams::default())
+            .await?;
+        wait_until("policy gone", WAIT, EVERY, || async {
+            Ok(nps.get_opt("client-to-web").await?.is_none().then_some(()))
+        })
+        .await?;
+        h.delete_all_pods(WAIT).await?;
+        ctl.stop().await;
+        Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
