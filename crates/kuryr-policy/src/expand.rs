@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
 
+use crate::cidr::exclude;
 use crate::peers::{Namespaces, Peer, resolve_peers};
 use crate::ports::{PortSpec, named_port_numbers, parse_ports};
 use crate::{
@@ -205,7 +206,16 @@ impl<'a, 'w> Expander<'a, 'w> {
                 }
             }
             Peer::Block(_, parts) => {
-                for c in parts {
+                // egress: addresses a load balancer translates are left out
+                // (a ClusterIP inside the block is admitted above only when
+                // a backend is)
+                let translated = &self.world.settings.translated;
+                let parts: Vec<Cidr> = if direction == Direction::Egress && !translated.is_empty() {
+                    parts.iter().flat_map(|c| exclude(*c, translated)).collect()
+                } else {
+                    parts.clone()
+                };
+                for c in &parts {
                     let eth = EtherType::of(c);
                     self.add(make_rule(direction, eth, l4, Some(*c)), None, supplied(eth));
                 }
@@ -474,6 +484,68 @@ mod tests {
         let spec = json!({"ingress": [{"from": [{"namespaceSelector": {}}]}]});
         let out = compute(&policy("ns", spec), &w).unwrap();
         assert!(show(&out.ingress).iter().all(|r| !r.contains("10.96.")));
+    }
+
+    #[test]
+    fn an_egress_ip_block_leaves_out_cluster_ips_whose_backends_it_excepts() {
+        let mut w = world(
+            vec![
+                pod("x", "a", &[("pod", "a")], &["10.78.0.1"]),
+                pod("x", "b", &[("pod", "b")], &["10.78.0.2"]),
+                pod("x", "c", &[("pod", "c")], &["10.78.0.3"]),
+            ],
+            vec![],
+        );
+        let svc = |name: &str, vip: &str| {
+            crate::Service::from_k8s(
+                &serde_json::from_value(json!({
+                    "metadata": {"name": name, "namespace": "x"},
+                    "spec": {"selector": {"pod": name}, "clusterIP": vip, "ports": [{"port": 80}]}
+                }))
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        w.services = vec![svc("b", "10.96.0.2"), svc("c", "10.96.0.3")];
+        w.settings.translated = vec!["10.96.0.0/15".parse().unwrap()];
+        // upstream's "except clause while egress access to server in CIDR
+        // block": everything in 0.0.0.0/4 but pod b
+        let spec = json!({"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Egress"], "egress": [
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/4", "except": ["10.78.0.2/32"]}}]},
+        ]});
+        let out = compute(&policy("x", spec), &w).unwrap();
+        let rules = show(&out.egress);
+        // c's ClusterIP is admitted, b's is not, and no block rule covers
+        // the service subnet
+        assert!(
+            rules.contains(&"egress IPv4 any 10.96.0.3/32".to_string()),
+            "{rules:?}"
+        );
+        assert!(
+            !rules.iter().any(|r| r.ends_with("10.96.0.2/32")),
+            "{rules:?}"
+        );
+        let service_net: Cidr = "10.96.0.0/15".parse().unwrap();
+        for e in &out.egress {
+            if let Some(r) = e.rule.remote {
+                assert!(
+                    r.prefix() == 32 || !(r.contains(&service_net) || service_net.contains(&r)),
+                    "{r} overlaps the service subnet"
+                );
+            }
+        }
+        // without a translated range the block is written whole, as before
+        w.settings.translated.clear();
+        let spec = json!({"policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]});
+        let out = compute(&policy("x", spec), &w).unwrap();
+        assert_eq!(show(&out.egress)[0], "egress IPv4 any 10.0.0.0/8");
+        // ingress blocks are never cut
+        w.settings.translated = vec![service_net];
+        let spec = json!({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]});
+        assert_eq!(
+            show(&compute(&policy("x", spec), &w).unwrap().ingress),
+            ["ingress IPv4 any 10.0.0.0/8"]
+        );
     }
 
     #[test]

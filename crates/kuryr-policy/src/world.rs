@@ -69,6 +69,12 @@ pub struct Settings {
     /// subnets for kubelet probes, the service subnet for load balancers),
     /// like kuryr-kubernetes' default NP rules. Default empty.
     pub always_allowed_ingress: Vec<Cidr>,
+    /// Destinations a load balancer translates before the server sees the
+    /// packet but after the client's egress rules are checked (the service
+    /// subnet with OVN load balancers). Egress `ipBlock` rules leave them
+    /// out; a ClusterIP is admitted only when a backend it leads to is (see
+    /// [`World::services`]). Default empty.
+    pub translated: Vec<Cidr>,
 }
 
 impl Default for Settings {
@@ -78,6 +84,7 @@ impl Default for Settings {
             ipv6: true,
             cluster_pod_cidrs: Vec::new(),
             always_allowed_ingress: Vec::new(),
+            translated: Vec::new(),
         }
     }
 }

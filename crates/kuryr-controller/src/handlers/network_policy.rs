@@ -261,12 +261,19 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
     let pods = st.cluster.pods.state();
     let namespaces = st.cluster.namespaces.state();
     let services = st.cluster.services.state();
-    let world = policy::world(
+    let mut world = policy::world(
         pods.iter().map(|p| p.as_ref()),
         namespaces.iter().map(|n| n.as_ref()),
         services.iter().map(|s| s.as_ref()),
         ipv6,
     );
+    // ClusterIPs are translated after the client's egress rules: egress
+    // ipBlocks leave the service subnet out
+    world.settings.translated = ctx
+        .lb
+        .iter()
+        .filter_map(|l| l.service_cidr.parse().ok())
+        .collect();
     let rules = match kuryr_policy::compute(&np, &world) {
         Ok(r) => r,
         Err(e) => {
