@@ -53,6 +53,28 @@ async fn pod(h: &Harness, name: &str, app: &str) -> anyhow::Result<(String, Stri
     Ok((vif.id, ip))
 }
 
+/// The test namespace's NetworkPolicies and KuryrNetworkPolicies.
+fn policy_apis(h: &Harness) -> (Api<NetworkPolicy>, Api<KuryrNetworkPolicy>) {
+    (
+        Api::namespaced(h.kube.clone(), &h.ns),
+        Api::namespaced(h.kube.clone(), &h.ns),
+    )
+}
+
+/// Creates NetworkPolicy `name` with `spec`.
+async fn create_policy(
+    nps: &Api<NetworkPolicy>,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    nps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn relabel(h: &Harness, name: &str, app: &str) -> anyhow::Result<()> {
     h.pods
         .patch(
@@ -122,16 +144,13 @@ async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> a
         let (client_port, client_ip) = pod(&h, "client", "client").await?;
 
         // web admits TCP 80 from app=client pods only
-        let nps: Api<NetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
-        let knps: Api<KuryrNetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
-        nps.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "web-from-client"},
-                "spec": {"podSelector": {"matchLabels": {"app": "web"}},
-                         "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
-                                      "ports": [{"port": 80}]}]}
-            }))?,
+        let (nps, knps) = policy_apis(&h);
+        create_policy(
+            &nps,
+            "web-from-client",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                                "ports": [{"port": 80}]}]}),
         )
         .await?;
         let knp = knp_where(
@@ -292,16 +311,8 @@ async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<(
         let defaults = ctx.settings.security_groups.clone();
         let ctl = start(ctx);
         let (port, _) = pod(&h, "web", "web").await?;
-        let nps: Api<NetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
-        let knps: Api<KuryrNetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
-        nps.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "deny-all"},
-                "spec": {"podSelector": {}}
-            }))?,
-        )
-        .await?;
+        let (nps, knps) = policy_apis(&h);
+        create_policy(&nps, "deny-all", json!({"podSelector": {}})).await?;
         let knp = knp_where(&knps, "deny-all", "deny-all's group", |k| {
             k.spec.ingress_sg_rules.is_empty()
         })
@@ -366,17 +377,14 @@ async fn egress_towards_pods_admits_the_cluster_ips_of_their_services() -> anyho
         let ctl = start(ctx);
         let (_, web_ip) = pod(&h, "web", "web").await?;
         let (client_port, _) = pod(&h, "client", "client").await?;
-        let nps: Api<NetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
-        let knps: Api<KuryrNetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
-        nps.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "client-to-web"},
-                "spec": {"podSelector": {"matchLabels": {"app": "client"}},
-                         "policyTypes": ["Egress"],
-                         "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "web"}}}],
-                                     "ports": [{"port": 8080}]}]}
-            }))?,
+        let (nps, knps) = policy_apis(&h);
+        create_policy(
+            &nps,
+            "client-to-web",
+            json!({"podSelector": {"matchLabels": {"app": "client"}},
+                   "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                               "ports": [{"port": 8080}]}]}),
         )
         .await?;
         let web_rule = format!("{web_ip}/32");
