@@ -80,12 +80,46 @@ service_subnet = $KURYR_STACK_SERVICE_SUBNET
 endpoints_driver_octavia_provider = ovn
 EOF
         if [ "${4:-}" = policy ]; then
-            printf '\n[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,service,endpoints,kuryrloadbalancer,policy\n' >> "$1"
+            printf '\n[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,service,endpoints,kuryrloadbalancer,policy%s\n' \
+                "$([ "${KNSNETS:-0}" = 1 ] && echo ,namespace)" >> "$1"
         fi
     else
         # no Services: they need a provider that carries traffic
-        printf '\n[kubernetes]\nenabled_handlers = vif,kuryrport\n' >> "$1"
+        printf '\n[kubernetes]\nenabled_handlers = vif,kuryrport%s\n' "$([ "${KNSNETS:-0}" = 1 ] && echo ,namespace)" >> "$1"
     fi
+}
+
+# kuryr_namespace_networks FILE CIDR: every namespace on a network and
+# subnet of its own, from subnet pool kuryr/$KCLUSTER/namespaces (CIDR, /24
+# each) attached to the stack's router (which $KSUBNET, with the node ports,
+# must be on too); appended to kuryr.conf FILE (made by kuryr_conf, whose
+# enabled_handlers name namespace when KNSNETS=1); sets KPOOL
+kuryr_namespace_networks() {
+    KPOOL=$(openstack subnet pool create -f value -c id --pool-prefix "$2" --default-prefix-length 24 "kuryr/$KCLUSTER/namespaces")
+    printf '\n[kubernetes]\npod_subnets_driver = namespace\n[namespace_subnet]\npod_subnet_pool = %s\npod_router = %s\n' \
+        "$KPOOL" "$KURYR_STACK_ROUTER" >> "$1"
+}
+
+# kuryr_remove_namespace_networks: after kuryr-controller has stopped, the
+# KuryrNetworks' finalizers, then the namespaces' networks (tagged with the
+# cluster: off the router, their ports, themselves) and the subnet pool
+kuryr_remove_namespace_networks() {
+    local k="kubectl --kubeconfig $KUBECONFIG" ns n net sn
+    [ -n "${KPOOL:-}" ] || return 0
+    if command -v jq >/dev/null; then
+        $k get kuryrnetworks -A -o json 2>/dev/null | jq -r '.items[] | [.metadata.namespace, .metadata.name] | @tsv' \
+            | while IFS=$'\t' read -r ns n; do
+                $k -n "$ns" patch kuryrnetwork "$n" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+            done
+    fi
+    for net in $(openstack network list --tags "kuryr-cluster:$KCLUSTER" -f value -c ID 2>/dev/null); do
+        for sn in $(openstack subnet list --network "$net" -f value -c ID 2>/dev/null); do
+            openstack router remove subnet "$KURYR_STACK_ROUTER" "$sn" >/dev/null 2>&1 || true
+        done
+        openstack port list --network "$net" -f value -c ID 2>/dev/null | xargs -r openstack port delete >/dev/null 2>&1 || true
+        openstack network delete "$net" >/dev/null 2>&1 || true
+    done
+    openstack subnet pool delete "$KPOOL" >/dev/null 2>&1 || true
 }
 
 # kuryr_wait_ready PID URL LOG NAME: until URL answers, failing if PID exits

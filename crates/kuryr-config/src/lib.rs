@@ -30,7 +30,9 @@ pub struct Kubernetes {
     pub pod_vif_driver: String,
     /// `vif_pool_driver`: `noop`, `neutron` or `nested`.
     pub vif_pool_driver: String,
-    /// `pod_subnets_driver`: `default`.
+    /// `pod_subnets_driver`: `default` (every pod on `[neutron_defaults]
+    /// pod_subnet`) or `namespace` (a network and subnet per namespace, see
+    /// `[namespace_subnet]`).
     pub pod_subnets_driver: String,
     /// `pod_security_groups_driver`: `default` (the `[neutron_defaults]
     /// pod_security_groups` for every pod) or `policy` (NetworkPolicies).
@@ -94,6 +96,17 @@ pub struct OctaviaDefaults {
 pub struct PodVifNested {
     /// `worker_nodes_subnets`: subnets of the node VMs' trunk ports.
     pub worker_nodes_subnets: Vec<String>,
+}
+
+/// `[namespace_subnet]`: where namespaces' networks come from
+/// (`pod_subnets_driver = namespace`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NamespaceSubnet {
+    /// `pod_subnet_pool`: the subnet pool namespaces' subnets take their
+    /// CIDRs from.
+    pub pod_subnet_pool: Option<String>,
+    /// `pod_router`: the router namespaces' subnets are attached to.
+    pub pod_router: Option<String>,
 }
 
 /// `[vif_pool]`.
@@ -172,6 +185,8 @@ pub struct KuryrConfig {
     pub neutron_defaults: NeutronDefaults,
     /// `[pod_vif_nested]`.
     pub pod_vif_nested: PodVifNested,
+    /// `[namespace_subnet]`.
+    pub namespace_subnet: NamespaceSubnet,
     /// `[vif_pool]`.
     pub vif_pool: VifPool,
     /// `[cni_daemon]`.
@@ -208,6 +223,7 @@ impl std::fmt::Debug for KuryrConfig {
             .field("kubernetes", &self.kubernetes)
             .field("neutron_defaults", &self.neutron_defaults)
             .field("pod_vif_nested", &self.pod_vif_nested)
+            .field("namespace_subnet", &self.namespace_subnet)
             .field("vif_pool", &self.vif_pool)
             .field("cni_daemon", &self.cni_daemon)
             .field("binding", &self.binding)
@@ -279,6 +295,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("pod_vif_nested", &["worker_nodes_subnets"]),
+    ("namespace_subnet", &["pod_subnet_pool", "pod_router"]),
     (
         "cni_daemon",
         &["vif_annotation_timeout", "daemon_socket", "state_dir"],
@@ -495,7 +512,7 @@ impl KuryrConfig {
                     "kubernetes",
                     "pod_subnets_driver",
                     "default",
-                    &["default"],
+                    &["default", "namespace"],
                 )?,
                 pod_security_groups_driver: choice(
                     "kubernetes",
@@ -540,6 +557,10 @@ impl KuryrConfig {
             pod_vif_nested: PodVifNested {
                 worker_nodes_subnets: list("pod_vif_nested", "worker_nodes_subnets"),
             },
+            namespace_subnet: NamespaceSubnet {
+                pod_subnet_pool: string("namespace_subnet", "pod_subnet_pool"),
+                pod_router: string("namespace_subnet", "pod_router"),
+            },
             vif_pool: VifPool {
                 ports_pool_min: num("vif_pool", "ports_pool_min", 5)?,
                 ports_pool_max: num("vif_pool", "ports_pool_max", 0)?,
@@ -574,6 +595,22 @@ impl KuryrConfig {
                     cfg.kubernetes.pod_vif_driver
                 ),
             ));
+        }
+        if cfg.kubernetes.pod_subnets_driver == "namespace" {
+            let ns = &cfg.namespace_subnet;
+            for (opt, v) in [
+                ("pod_subnet_pool", &ns.pod_subnet_pool),
+                ("pod_router", &ns.pod_router),
+            ] {
+                if v.is_none() {
+                    return Err(err(
+                        "namespace_subnet",
+                        opt,
+                        None,
+                        "required by pod_subnets_driver = namespace".into(),
+                    ));
+                }
+            }
         }
         if cfg.vif_pool.ports_pool_max != 0
             && cfg.vif_pool.ports_pool_max < cfg.vif_pool.ports_pool_min
@@ -749,5 +786,37 @@ password = s3cret
         std::fs::remove_file(&p).unwrap();
         assert_eq!(cfg.binding.link_iface, "ens3");
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn namespace_subnets_need_a_pool_and_a_router() {
+        let (c, w) = KuryrConfig::parse(
+            "[kubernetes]\npod_subnets_driver = namespace\n[namespace_subnet]\npod_subnet_pool = sp-1\npod_router = r-1\n",
+            |_| None,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.kubernetes.pod_subnets_driver, "namespace");
+        assert_eq!(c.namespace_subnet.pod_subnet_pool.as_deref(), Some("sp-1"));
+        assert_eq!(c.namespace_subnet.pod_router.as_deref(), Some("r-1"));
+        let e = KuryrConfig::parse(
+            "[kubernetes]\npod_subnets_driver = namespace\n[namespace_subnet]\npod_router = r-1\n",
+            |_| None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.section.as_str(), e.option.as_str()),
+            ("namespace_subnet", "pod_subnet_pool"),
+            "{e}"
+        );
+        let e = KuryrConfig::parse(
+            "[kubernetes]\npod_subnets_driver = namespace\n[namespace_subnet]\npod_subnet_pool = sp-1\n",
+            |_| None,
+        )
+        .unwrap_err();
+        assert_eq!(e.option, "pod_router", "{e}");
+        let e = KuryrConfig::parse("[kubernetes]\npod_subnets_driver = tenant\n", |_| None)
+            .unwrap_err();
+        assert!(e.to_string().contains("namespace"), "{e}");
     }
 }

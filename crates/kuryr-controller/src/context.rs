@@ -32,8 +32,9 @@ pub struct Options {
     pub pool_cool_down: Option<Duration>,
     /// Name of this replica in events.
     pub instance: Option<String>,
-    /// How often a KuryrLoadBalancer is compared with Octavia although it
-    /// did not change (what was deleted behind our back comes back).
+    /// How often a KuryrLoadBalancer is compared with Octavia, and a
+    /// NetworkPolicy's group with Neutron, although it did not change (what
+    /// was changed behind our back is repaired).
     pub lb_recheck: Duration,
     /// How many KuryrLoadBalancers are reconciled at once (at least one).
     /// Each reconcile waits for its load balancer to go ACTIVE after every
@@ -114,6 +115,11 @@ pub struct Context {
     /// What Services' load balancers need (`None`: no Service handler runs,
     /// or no `[neutron_defaults] service_subnet`).
     pub lb: Option<services::LbSettings>,
+    /// Where namespaces' networks are made (`None`: no namespace
+    /// networks).
+    pub namespaces: Option<crate::namespace_net::Settings>,
+    /// Namespaces' networks read so far, by id (for their pods' VIFs).
+    pub namespace_nets: Mutex<HashMap<String, Arc<crate::pod_net::PodNet>>>,
     /// Warnings about the configuration, logged at start.
     pub warnings: Vec<String>,
 }
@@ -202,6 +208,50 @@ impl Context {
         } else if policy_driver && !enabled.policies {
             warnings.push("[kubernetes] pod_security_groups_driver = policy, but enabled_handlers does not name policy: NetworkPolicies are not enforced".into());
         }
+        // namespace networks need the namespace handler and the driver
+        let namespace_driver = k.pod_subnets_driver == "namespace";
+        if enabled.namespaces && !(namespace_driver && enabled.pods) {
+            warnings.push("[kubernetes] enabled_handlers names namespace, but namespace networks also need pod_subnets_driver = namespace and the vif handler: namespaces get no networks".into());
+            enabled.namespaces = false;
+        } else if namespace_driver && !enabled.namespaces {
+            warnings.push("[kubernetes] pod_subnets_driver = namespace, but enabled_handlers does not name namespace: namespaces get no networks".into());
+        }
+        let namespaces = match (enabled.namespaces, &cfg.namespace_subnet) {
+            (
+                true,
+                kuryr_config::NamespaceSubnet {
+                    pod_subnet_pool: Some(pool),
+                    pod_router: Some(router),
+                },
+            ) => {
+                let sp = n.get_subnet_pool(pool).await.map_err(|e| {
+                    anyhow::anyhow!("[namespace_subnet] pod_subnet_pool {pool}: {e}")
+                })?;
+                n.get_router(router)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("[namespace_subnet] pod_router {router}: {e}"))?;
+                // the nodes reach namespaces' pods through the router, from
+                // their port on the pod subnet
+                let q = Query::new().filter("device_id", router);
+                let on_pod_subnet = n.list_ports(&q).await?.iter().any(|p| {
+                    p.fixed_ips
+                        .iter()
+                        .any(|f| f.subnet_id.as_deref() == Some(subnet_id.as_str()))
+                });
+                if !on_pod_subnet {
+                    warnings.push(format!("[namespace_subnet] pod_router {router} has no interface on [neutron_defaults] pod_subnet {subnet_id}: nodes cannot reach pods on namespaces' networks (attach the pod subnet to that router)"));
+                }
+                Some(crate::namespace_net::Settings {
+                    prefixes: sp.prefixes.clone(),
+                    subnet_pool: sp.id,
+                    ip_version: sp.ip_version,
+                    router: router.clone(),
+                    project_id: project_id.clone(),
+                    mtu: nd.network_device_mtu,
+                })
+            }
+            _ => None,
+        };
         let lb = match (&nd.service_subnet, enabled.any_service()) {
             (Some(service_subnet), true) => {
                 let od = &cfg.octavia_defaults;
@@ -320,6 +370,8 @@ impl Context {
             node_groups,
             handlers: enabled,
             lb,
+            namespaces,
+            namespace_nets: Mutex::default(),
             warnings,
         })
     }

@@ -176,6 +176,9 @@ pub struct Drivers {
     vm_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Whether network-ip-availabilities may be asked (until refused).
     ip_availability: std::sync::atomic::AtomicBool,
+    /// The network of each subnet pods were placed on (the pod subnet's and
+    /// namespaces'), for the pools' batches.
+    networks: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Drivers {
@@ -193,7 +196,6 @@ impl Drivers {
             kind,
             os,
             kube,
-            settings,
             tags,
             description: plan::cluster_tag(cluster_id),
             worker_subnets,
@@ -201,21 +203,58 @@ impl Drivers {
             vlans: Mutex::default(),
             vm_locks: Mutex::default(),
             ip_availability: std::sync::atomic::AtomicBool::new(true),
+            networks: std::sync::Mutex::new(HashMap::from([(
+                settings.subnet_id.clone(),
+                settings.network_id.clone(),
+            )])),
+            settings,
+        }
+    }
+
+    /// Where the ports of a namespace's pods are made: subnet `subnet_id`
+    /// of network `network_id`, in project `project_id`, with the default
+    /// groups.
+    pub fn settings_on(&self, network_id: &str, subnet_id: &str, project_id: &str) -> PortSettings {
+        crate::lock(&self.networks).insert(subnet_id.to_owned(), network_id.to_owned());
+        PortSettings {
+            network_id: network_id.to_owned(),
+            subnet_id: subnet_id.to_owned(),
+            security_groups: self.settings.security_groups.clone(),
+            project_id: Some(project_id.to_owned()),
+        }
+    }
+
+    /// Where the ports of `key`'s pool are made.
+    fn settings_of(&self, key: &PoolKey) -> PortSettings {
+        let network_id = crate::lock(&self.networks)
+            .get(&key.subnet_id)
+            .cloned()
+            .unwrap_or_else(|| self.settings.network_id.clone());
+        PortSettings {
+            network_id,
+            subnet_id: key.subnet_id.clone(),
+            security_groups: key.security_groups.clone(),
+            project_id: (!key.project_id.is_empty()).then(|| key.project_id.clone()),
         }
     }
 
     /// The pool key of pods on `node`: the node itself (side-by-side) or
     /// its VM's trunk (nested-vlan).
     pub async fn pool_key(&self, node: &str) -> Result<PoolKey, DriverError> {
+        self.pool_key_on(node, &self.settings).await
+    }
+
+    /// The pool key of pods on `node` whose ports are made as `s` says.
+    pub async fn pool_key_on(&self, node: &str, s: &PortSettings) -> Result<PoolKey, DriverError> {
         let host = match self.kind {
             DriverKind::NestedVlan => self.trunk_of(node).await?,
             _ => node.to_owned(),
         };
         Ok(PoolKey::new(
             host,
-            self.settings.project_id.clone().unwrap_or_default(),
-            self.settings.security_groups.clone(),
-            self.settings.subnet_id.clone(),
+            s.project_id.clone().unwrap_or_default(),
+            s.security_groups.clone(),
+            s.subnet_id.clone(),
         ))
     }
 
@@ -353,13 +392,17 @@ impl Drivers {
     /// The body of a pod port. `pod_uid`: a port made for one pod (no pool;
     /// named after it); `None`: a free pool port for `key`.
     pub fn port_body(&self, pod_uid: Option<&str>, key_host: &str) -> PortCreate {
-        plan::port_body(
-            self.kind,
-            &self.settings,
-            &self.description,
-            pod_uid,
-            key_host,
-        )
+        self.port_body_on(pod_uid, key_host, &self.settings)
+    }
+
+    /// [`Self::port_body`] of a port made as `s` says.
+    pub fn port_body_on(
+        &self,
+        pod_uid: Option<&str>,
+        key_host: &str,
+        s: &PortSettings,
+    ) -> PortCreate {
+        plan::port_body(self.kind, s, &self.description, pod_uid, key_host)
     }
 
     /// The port of pod `uid` on `node` without a pool: found by its pod tag
@@ -369,6 +412,16 @@ impl Drivers {
         &self,
         uid: &str,
         node: &str,
+    ) -> Result<(Port, Option<u16>), DriverError> {
+        self.ensure_pod_port_on(uid, node, &self.settings).await
+    }
+
+    /// [`Self::ensure_pod_port`] for a port made as `s` says.
+    pub async fn ensure_pod_port_on(
+        &self,
+        uid: &str,
+        node: &str,
+        s: &PortSettings,
     ) -> Result<(Port, Option<u16>), DriverError> {
         // find the node's VM (and trunk) first: no port for a pod that
         // cannot be placed
@@ -387,7 +440,7 @@ impl Drivers {
         // answer was lost (Neutron unreachable, timeout) went through after
         // all, its retry is refused with MacAddressInUse instead of making a
         // second port, and the first is taken
-        let mut body = self.port_body(Some(uid), node);
+        let mut body = self.port_body_on(Some(uid), node, s);
         let mac = pod_mac(&self.description, uid);
         body.mac_address = Some(mac.clone());
         let port = match n.ensure_port(&tags, &body).await {
@@ -616,12 +669,13 @@ impl Drivers {
         // reserved in Neutron Zed (they are lost until a restart of the
         // server): never ask for more than the subnet has left, and when it
         // has none, for one port, which fails cleanly
-        let count = match self.free_addresses().await {
+        let s = self.settings_of(key);
+        let count = match self.free_addresses_on(&s).await {
             Ok(Some(free)) => count.min(free.max(1)),
             Ok(None) => count,
             Err(e) => return Err(e),
         };
-        let bodies = vec![self.port_body(None, &key.host); count];
+        let bodies = vec![self.port_body_on(None, &key.host, &s); count];
         let ports = n.create_ports_tagged(&bodies, &self.tags).await?;
         let ids: Vec<String> = ports.iter().map(|p| p.id.clone()).collect();
         let ports: Vec<Arc<Port>> = ports.into_iter().map(Arc::new).collect();
@@ -669,14 +723,19 @@ impl Drivers {
     /// policy refuses it (it is admin only by default) the subnet's ports
     /// are counted instead, listing only their ids.
     pub async fn free_addresses(&self) -> Result<Option<usize>, DriverError> {
+        self.free_addresses_on(&self.settings).await
+    }
+
+    /// [`Self::free_addresses`] of the subnet of `s`.
+    pub async fn free_addresses_on(&self, s: &PortSettings) -> Result<Option<usize>, DriverError> {
         let n = self.os.neutron();
         if self
             .ip_availability
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            match n.network_ip_availability(&self.settings.network_id).await {
+            match n.network_ip_availability(&s.network_id).await {
                 Ok(a) => {
-                    if let Some(free) = free_of(&a, &self.settings.subnet_id) {
+                    if let Some(free) = free_of(&a, &s.subnet_id) {
                         return Ok(free);
                     }
                 }
@@ -688,7 +747,7 @@ impl Drivers {
                 Err(e) => return Err(e.into()),
             }
         }
-        let subnet = n.get_subnet(&self.settings.subnet_id).await?;
+        let subnet = n.get_subnet(&s.subnet_id).await?;
         let mut size: u64 = 0;
         for p in &subnet.allocation_pools {
             let (Ok(a), Ok(b)) = (
@@ -702,10 +761,7 @@ impl Drivers {
         let used = n
             .list_ports(
                 &Query::new()
-                    .filter(
-                        "fixed_ips",
-                        format!("subnet_id={}", self.settings.subnet_id),
-                    )
+                    .filter("fixed_ips", format!("subnet_id={}", s.subnet_id))
                     .fields(["id", "network_id"]),
             )
             .await?

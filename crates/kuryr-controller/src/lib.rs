@@ -22,6 +22,7 @@ pub mod handlers;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod namespace_net;
 pub mod plan;
 pub mod pod_net;
 pub mod policy;
@@ -195,6 +196,10 @@ pub async fn run(
     }
     if ctx.handlers.policies {
         running.push(handlers::network_policy::run(ctx.clone(), shutdown.clone()).boxed());
+    }
+    if ctx.namespaces.is_some() {
+        running.push(handlers::namespace::run(ctx.clone(), shutdown.clone()).boxed());
+        running.push(handlers::kuryr_network::run(ctx.clone(), shutdown.clone()).boxed());
     }
     if ctx.lb.is_some() {
         let h = ctx.handlers;

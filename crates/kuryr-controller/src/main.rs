@@ -41,8 +41,9 @@ struct Args {
     /// are VMs reaching their pods through their own NIC.
     #[arg(long)]
     node_selector: Option<String>,
-    /// Seconds between comparisons of each KuryrLoadBalancer with Octavia
-    /// when nothing changed (recreates what was deleted behind our back).
+    /// Seconds between comparisons of each KuryrLoadBalancer with Octavia,
+    /// and of each NetworkPolicy's group with Neutron, when nothing changed
+    /// (repairs what was changed behind our back).
     #[arg(long, default_value_t = 120)]
     lb_recheck: u64,
     /// KuryrLoadBalancers reconciled at once: a burst of Services is

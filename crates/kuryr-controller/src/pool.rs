@@ -285,6 +285,25 @@ impl Pools {
             .collect()
     }
 
+    /// Drops the pools of `subnet` (a namespace's, going): answers the
+    /// ports they held.
+    pub fn drop_subnet(&mut self, subnet: &str) -> Vec<PoolPort> {
+        let keys: Vec<PoolKey> = self
+            .pools
+            .keys()
+            .filter(|k| k.subnet_id == subnet)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for k in keys {
+            if let Some(p) = self.pools.remove(&k) {
+                out.extend(p.free);
+                out.extend(p.cooling.into_iter().map(|(c, _)| c));
+            }
+        }
+        out
+    }
+
     /// Whether a port is held by any pool.
     pub fn holds(&self, port_id: &str) -> bool {
         self.pools.values().any(|p| {
@@ -311,6 +330,24 @@ mod tests {
 
     fn limits(min: usize, max: usize, batch: usize) -> Limits {
         Limits { min, max, batch }
+    }
+
+    #[test]
+    fn dropping_a_subnet_takes_only_its_pools() {
+        let mut p = Pools::new(limits(0, 0, 1));
+        let ns_key = PoolKey::new("node", "p", vec!["sg".into()], "ns-subnet");
+        p.add_free(&key("node"), port("a"));
+        p.add_free(&ns_key, port("b"));
+        p.add_free(&ns_key, port("c"));
+        let gone: Vec<String> = p
+            .drop_subnet("ns-subnet")
+            .into_iter()
+            .map(|x| x.id)
+            .collect();
+        assert_eq!(gone, ["b", "c"]);
+        assert!(p.holds("a") && !p.holds("b"));
+        assert_eq!(p.keys(), [key("node")]);
+        assert!(p.drop_subnet("ns-subnet").is_empty());
     }
 
     #[test]

@@ -304,6 +304,16 @@ impl PortPool {
             .collect()
     }
 
+    /// Forgets the pools of `subnet` (a namespace's network goes; its
+    /// ports are deleted with it): answers how many ports they held.
+    pub fn forget_subnet(&self, subnet: &str) -> usize {
+        let held = lock(&self.state).drop_subnet(subnet).len();
+        lock(&self.owned).retain(|_, (k, _)| k.subnet_id != subnet);
+        lock(&self.failures).retain(|k, _| k.subnet_id != subnet);
+        lock(&self.starved).retain(|k| k.subnet_id != subnet);
+        held
+    }
+
     /// Whether the pools hold or lend `port_id`.
     pub fn knows(&self, port_id: &str) -> bool {
         lock(&self.owned).contains_key(port_id) || lock(&self.state).holds(port_id)

@@ -10,127 +10,19 @@
 
 mod common;
 
-use common::{Harness, NODE, start};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use common::policy::{
+    EVERY, POLICY_CONF, WAIT, create_policy, knp_where, pod, policy_apis, port_groups_become,
+    relabel,
+};
+use common::{Harness, start};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kuryr_controller::Options;
-use kuryr_crds::{KuryrNetworkPolicy, NETWORKPOLICY_FINALIZER, NETWORKPOLICY_LINK};
+use kuryr_crds::{NETWORKPOLICY_FINALIZER, NETWORKPOLICY_LINK};
 use kuryr_policy::{DESCRIPTION, rule_key};
 use kuryr_stack_tests::{finally, wait_until};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(60);
-const EVERY: Duration = Duration::from_millis(200);
-const POLICY_CONF: &str =
-    "[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,policy\n";
-
-/// Makes pod `name` with `app=<app>`, waits for its port and writes the
-/// port's address into the pod's status; answers (port id, address).
-async fn pod(h: &Harness, name: &str, app: &str) -> anyhow::Result<(String, String)> {
-    let mut p = h.pod(name, NODE)?;
-    p.metadata
-        .labels
-        .get_or_insert_default()
-        .insert("app".into(), app.into());
-    let uid = h
-        .pods
-        .create(&PostParams::default(), &p)
-        .await?
-        .metadata
-        .uid
-        .unwrap_or_default();
-    let vif = h.vif_of(name, &uid, WAIT).await?;
-    let ip = vif.network.subnets[0].ips[0].clone();
-    h.pods
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
-        )
-        .await?;
-    Ok((vif.id, ip))
-}
-
-/// The test namespace's NetworkPolicies and KuryrNetworkPolicies.
-fn policy_apis(h: &Harness) -> (Api<NetworkPolicy>, Api<KuryrNetworkPolicy>) {
-    (
-        Api::namespaced(h.kube.clone(), &h.ns),
-        Api::namespaced(h.kube.clone(), &h.ns),
-    )
-}
-
-/// Creates NetworkPolicy `name` with `spec`.
-async fn create_policy(
-    nps: &Api<NetworkPolicy>,
-    name: &str,
-    spec: serde_json::Value,
-) -> anyhow::Result<()> {
-    nps.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))?,
-    )
-    .await?;
-    Ok(())
-}
-
-async fn relabel(h: &Harness, name: &str, app: &str) -> anyhow::Result<()> {
-    h.pods
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"app": app}}})),
-        )
-        .await?;
-    Ok(())
-}
-
-/// The port's groups once they equal `want` (any order).
-async fn port_groups_become(h: &Harness, port: &str, want: &[String]) -> anyhow::Result<()> {
-    let want: BTreeSet<String> = want.iter().cloned().collect();
-    wait_until(
-        &format!("port {port} has groups {want:?}"),
-        WAIT,
-        EVERY,
-        || async {
-            let p = h.os.neutron().get_port(port).await?;
-            let have: BTreeSet<String> = p.security_groups.into_iter().collect();
-            Ok((have == want).then_some(()))
-        },
-    )
-    .await
-}
-
-/// The KNP once its status lists a group whose rules are the spec's rules
-/// and `check` holds for it.
-async fn knp_where(
-    knps: &Api<KuryrNetworkPolicy>,
-    name: &str,
-    what: &str,
-    check: impl Fn(&KuryrNetworkPolicy) -> bool,
-) -> anyhow::Result<KuryrNetworkPolicy> {
-    wait_until(what, WAIT, EVERY, || async {
-        let Some(k) = knps.get_opt(name).await? else {
-            return Ok(None);
-        };
-        let Some(st) = &k.status else { return Ok(None) };
-        if st.security_group_id.is_none() {
-            return Ok(None);
-        }
-        let spec: BTreeSet<_> = k
-            .spec
-            .ingress_sg_rules
-            .iter()
-            .chain(&k.spec.egress_sg_rules)
-            .map(|r| rule_key(&r.sg_rule))
-            .collect();
-        let status: BTreeSet<_> = st.security_group_rules.iter().map(rule_key).collect();
-        let in_sync = spec == status && st.security_group_rules.len() == spec.len();
-        Ok((in_sync && check(&k)).then_some(k))
-    })
-    .await
-}
 
 #[tokio::test]
 async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> anyhow::Result<()> {
@@ -265,6 +157,16 @@ async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> a
             Some(sg_id.clone())
         );
 
+        // a pod made while the policy selects it has the policy's group
+        // as soon as its port is recorded, never the defaults
+        let (web2_port, _) = pod(&h, "web2", "web").await?;
+        let now = n.get_port(&web2_port).await?.security_groups;
+        assert_eq!(
+            now,
+            vec![sg_id.clone()],
+            "web2's port when its VIF was recorded"
+        );
+
         // a pod leaving the policy's selection gets its defaults back, and
         // back in, the policy's group again
         relabel(&h, "web", "none").await?;
@@ -296,15 +198,17 @@ async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> a
     finally(body, h.cleanup()).await
 }
 
-/// A policy that went while no controller ran (its finalizers removed by
-/// hand) leaves a group no policy owns: the next controller puts the
-/// default groups back on the pod's port and deletes the group.
+/// A policy's group changed in Neutron behind the controller's back is
+/// repaired. A policy that went while no controller ran (its finalizers
+/// removed by hand) leaves a group no policy owns: the next controller puts
+/// the default groups back on the pod's port and deletes the group.
 #[tokio::test]
 async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<()> {
     let h = Harness::new("npgc", "10.238.1.0/24").await?;
     let body = async {
         let options = || Options {
             gc_interval: Duration::from_secs(2),
+            lb_recheck: Duration::from_secs(2),
             ..Options::default()
         };
         let ctx = h.context(POLICY_CONF, options()).await?;
@@ -322,6 +226,43 @@ async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<(
             .and_then(|s| s.security_group_id)
             .unwrap_or_default();
         port_groups_become(&h, &port, std::slice::from_ref(&sg_id)).await?;
+
+        // the group changed behind the controller's back (a rule deleted,
+        // one added) is repaired at the next comparison with Neutron
+        let n = h.os.neutron();
+        let group = n.get_security_group(&sg_id).await?;
+        let removed = group.security_group_rules[0].clone();
+        n.delete_security_group_rule(&removed.id).await?;
+        let intruder = n
+            .create_security_group_rule(&kuryr_openstack::types::neutron::SecurityGroupRuleCreate {
+                security_group_id: sg_id.clone(),
+                direction: "ingress".into(),
+                ethertype: Some("IPv4".into()),
+                protocol: Some("tcp".into()),
+                port_range_min: Some(22),
+                port_range_max: Some(22),
+                remote_ip_prefix: Some("0.0.0.0/0".into()),
+                ..Default::default()
+            })
+            .await?;
+        let want: BTreeSet<_> = knp
+            .spec
+            .ingress_sg_rules
+            .iter()
+            .chain(&knp.spec.egress_sg_rules)
+            .map(|r| rule_key(&r.sg_rule))
+            .collect();
+        wait_until("the group's rules repaired", WAIT, EVERY, || async {
+            let g = n.get_security_group(&sg_id).await?;
+            let have: BTreeSet<_> = g
+                .security_group_rules
+                .iter()
+                .map(|r| rule_key(&kuryr_controller::policy::from_neutron(r)))
+                .collect();
+            let gone = g.security_group_rules.iter().all(|r| r.id != intruder.id);
+            Ok((gone && have == want && g.security_group_rules.len() == want.len()).then_some(()))
+        })
+        .await?;
         ctl.stop().await;
 
         // gone behind the controller's back, KNP and all

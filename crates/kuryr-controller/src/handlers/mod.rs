@@ -4,7 +4,9 @@
 //! A node's port goes with the pod handler.
 
 pub mod endpoint_slice;
+pub mod kuryr_network;
 pub mod loadbalancer;
+pub mod namespace;
 pub mod network_policy;
 pub mod node;
 pub mod node_vm;
@@ -29,6 +31,10 @@ pub struct Enabled {
     /// groups of the selected pods' ports (`policy`, `kuryrnetworkpolicy`,
     /// `pod_label`: kuryr-rs runs them as one).
     pub policies: bool,
+    /// Namespaces → KuryrNetworks → a network and subnet each
+    /// (`namespace`, `kuryrnetwork`, `kuryrnetwork_population`: kuryr-rs
+    /// runs them as one).
+    pub namespaces: bool,
 }
 
 impl Enabled {
@@ -44,6 +50,7 @@ impl Enabled {
                 "endpoints" => e.endpoints = true,
                 "kuryrloadbalancer" => e.loadbalancers = true,
                 "policy" | "kuryrnetworkpolicy" | "pod_label" => e.policies = true,
+                "namespace" | "kuryrnetwork" | "kuryrnetwork_population" => e.namespaces = true,
                 other => warnings.push(format!(
                     "[kubernetes] enabled_handlers: {other} is a kuryr-kubernetes handler kuryr-rs does not run yet; ignored"
                 )),
@@ -157,12 +164,16 @@ mod tests {
                 endpoints: true,
                 loadbalancers: true,
                 policies: false,
+                namespaces: false,
             }
         );
         assert!(w.is_empty());
         let (e, w) = Enabled::from_names(&names(&["vif", "policy", "kuryrnetwork_population"]));
-        assert!(e.pods && e.policies && !e.any_service());
+        assert!(e.pods && e.policies && e.namespaces && !e.any_service());
+        assert!(w.is_empty(), "{w:?}");
+        let (e, w) = Enabled::from_names(&names(&["vif", "openshift_machine"]));
+        assert!(e.pods && !e.namespaces);
         assert_eq!(w.len(), 1, "{w:?}");
-        assert!(w[0].contains("kuryrnetwork_population"));
+        assert!(w[0].contains("openshift_machine"));
     }
 }

@@ -48,6 +48,16 @@ pub struct Cluster {
 struct State {
     ctx: Arc<Context>,
     cluster: Cluster,
+    /// When each policy's group was last compared with Neutron, and the
+    /// warnings last published for it (each published once).
+    seen: std::sync::Mutex<std::collections::HashMap<String, Seen>>,
+}
+
+/// What the handler remembers of a policy between passes.
+#[derive(Default)]
+struct Seen {
+    compared: Option<std::time::Instant>,
+    warnings: Vec<String>,
 }
 
 async fn warn(ctx: &Context, np: &NetworkPolicy, reason: &str, note: String) {
@@ -240,6 +250,7 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
     let name = np.metadata.name.clone().unwrap_or_default();
     let qualified = format!("{ns}/{name}");
     if np.metadata.deletion_timestamp.is_some() {
+        crate::lock(&st.seen).remove(&qualified);
         if crate::plan::has_finalizer(&np.metadata, NETWORKPOLICY_FINALIZER) {
             return remove(&np, ctx).await;
         }
@@ -281,8 +292,17 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
             return Ok(Action::await_change());
         }
     };
-    for w in &rules.warnings {
-        warn(ctx, &np, "PolicyPartlyEnforced", w.clone()).await;
+    let new_warnings = {
+        let mut seen = crate::lock(&st.seen);
+        let e = seen.entry(qualified.clone()).or_default();
+        let changed = e.warnings != rules.warnings;
+        e.warnings.clone_from(&rules.warnings);
+        changed
+    };
+    if new_warnings {
+        for w in &rules.warnings {
+            warn(ctx, &np, "PolicyPartlyEnforced", w.clone()).await;
+        }
     }
     let spec = policy::knp_spec(&np, &rules);
     let knps: Api<KuryrNetworkPolicy> = Api::namespaced(ctx.kube.clone(), &ns);
@@ -327,10 +347,17 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
         .await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    if knp.spec == spec && policy::in_sync(&knp) {
+    // Neutron is compared again every `recheck` although nothing changed
+    // here: rules deleted or added behind our back are repaired
+    let recheck = ctx.options.lb_recheck;
+    let fresh = crate::lock(&st.seen)
+        .get(&qualified)
+        .and_then(|s| s.compared)
+        .is_some_and(|t| t.elapsed() < recheck);
+    if knp.spec == spec && policy::in_sync(&knp) && fresh {
         // nothing changed since the group was last seen holding the spec's
         // rules: Neutron is not asked
-        return Ok(Action::await_change());
+        return Ok(Action::requeue(recheck));
     }
     if knp.spec != spec {
         knp.spec = spec.clone();
@@ -350,6 +377,10 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
             },
         )
         .await?;
+    crate::lock(&st.seen)
+        .entry(qualified.clone())
+        .or_default()
+        .compared = Some(std::time::Instant::now());
     let have: Vec<_> = group
         .security_group_rules
         .iter()
@@ -393,7 +424,7 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
         )
         .await?;
     }
-    Ok(Action::await_change())
+    Ok(Action::requeue(recheck))
 }
 
 fn error_policy(np: Arc<NetworkPolicy>, err: &Error, _st: Arc<State>) -> Action {
@@ -457,6 +488,7 @@ pub async fn run(
             namespaces,
             services,
         },
+        seen: std::sync::Mutex::default(),
     });
     let policies = Controller::new(
         Api::<NetworkPolicy>::all(ctx.kube.clone()),

@@ -19,7 +19,10 @@
 //!   `kuryr-node:<node uid>`, recorded in the Node's annotation
 //!   `openstack.org/kuryr-node-port`, which the node's daemon plugs as a host
 //!   interface, with a route to the service subnet through the pods'
-//!   router when Services are handled (meant for the node to reach ClusterIPs; on OVN 23.03 the reply is not un-NATed yet, see README). Deleted when the node goes (watch) or, if the controller
+//!   router when Services are handled (meant for the node to reach
+//!   ClusterIPs; on OVN 23.03 the reply is not un-NATed yet, see README)
+//!   and to the namespaces' subnet pool when namespaces have networks.
+//!   Deleted when the node goes (watch) or, if the controller
 //!   missed that, by reconciliation (see [`crate::gc`]).
 
 use crate::{Context, Error, plan};
@@ -234,14 +237,20 @@ async fn ensure_node_port(node: &Node, ctx: &Context, nodes_group: &str) -> Resu
     );
     // the annotation changes only when the port does, not with its status
     vif.active = false;
-    // Services' VIPs: through the pods' router, like the pods reach them
+    // Services' VIPs and namespaces' subnets: through the pods' router,
+    // like the pods reach them
     let gateway = net.subnets.iter().find_map(|s| s.gateway_ip.clone());
-    let routes = match (&ctx.lb, gateway) {
-        (Some(lb), Some(gateway)) => vec![kuryr_crds::NodeRoute {
-            cidr: lb.service_cidr.clone(),
-            gateway,
-        }],
-        _ => vec![],
+    let mut cidrs: Vec<String> = ctx.lb.iter().map(|lb| lb.service_cidr.clone()).collect();
+    cidrs.extend(ctx.namespaces.iter().flat_map(|n| n.prefixes.clone()));
+    let routes = match gateway {
+        Some(gateway) => cidrs
+            .into_iter()
+            .map(|cidr| kuryr_crds::NodeRoute {
+                cidr,
+                gateway: gateway.clone(),
+            })
+            .collect(),
+        None => vec![],
     };
     let want = NodePort { vif, routes };
     let have = node

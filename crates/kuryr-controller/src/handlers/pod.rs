@@ -125,15 +125,19 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
 }
 
 /// The port for a new VIF of `kp`'s pod: from its pool, or made for it.
-async fn acquire(ctx: &Context, kp: &KuryrPort) -> Result<(Port, Option<u16>), Error> {
+async fn acquire(
+    ctx: &Context,
+    kp: &KuryrPort,
+    s: &crate::plan::PortSettings,
+) -> Result<(Port, Option<u16>), Error> {
     let uid = &kp.spec.pod_uid;
     let node = &kp.spec.pod_node_name;
     let Some(pool) = &ctx.pool else {
-        let got = ctx.drivers.ensure_pod_port(uid, node).await?;
+        let got = ctx.drivers.ensure_pod_port_on(uid, node, s).await?;
         ctx.metrics.ports_created.fetch_add(1, Ordering::Relaxed);
         return Ok(got);
     };
-    let key = ctx.drivers.pool_key(node).await?;
+    let key = ctx.drivers.pool_key_on(node, s).await?;
     let pp = pool.acquire(&key, uid).await?;
     let port = match &pp.port {
         Some(p) => (**p).clone(),
@@ -216,8 +220,26 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
             }
             Step::CreatePort => {
                 let k = kp.as_ref().expect("plan: CreatePort has a KuryrPort");
-                let (port, vlan) = acquire(ctx, k).await?;
-                let net = ctx.pod_net.get();
+                let Some((settings, net)) =
+                    crate::handlers::kuryr_network::placement(ctx, &ns).await?
+                else {
+                    // its namespace's network is being made: looked at again
+                    tracing::debug!(pod = %format!("{ns}/{name}"), "waiting for the namespace's network");
+                    return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+                };
+                let (port, vlan) = acquire(ctx, k, &settings).await?;
+                // the groups of the policies selecting the pod from the start
+                let port = if ctx.handlers.policies {
+                    match super::pod_groups::at_creation(ctx, &pod, port.clone()).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            give_back(ctx, &port.id, &k.spec.pod_node_name).await;
+                            return Err(e);
+                        }
+                    }
+                } else {
+                    port
+                };
                 let vif = ctx
                     .drivers
                     .vif(&port, &net.network, &net.subnets, &ctx.ovs_bridge, vlan);

@@ -105,6 +105,34 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// A pod's new port with the groups of the policies selecting the pod
+/// (read from its namespace's KuryrNetworkPolicies), so a pod a policy
+/// selects is never reachable as if none did: the port comes from a pool
+/// or is made with the defaults. A policy whose group is not made yet
+/// leaves the port as it is; the pass after the group is made fixes it.
+pub async fn at_creation(
+    ctx: &Context,
+    pod: &Pod,
+    port: kuryr_openstack::types::neutron::Port,
+) -> Result<kuryr_openstack::types::neutron::Port, Error> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let knps: Api<KuryrNetworkPolicy> = Api::namespaced(ctx.kube.clone(), &ns);
+    let knps = knps.list(&kube::api::ListParams::default()).await?.items;
+    let access = ctx.node_groups.as_ref().map(|g| g.access.as_str());
+    match policy::pod_groups(pod, &knps, &ctx.settings.security_groups, access) {
+        Groups::Set(wanted) if !policy::same_groups(&port.security_groups, &wanted) => {
+            let body = PortUpdate {
+                security_groups: Some(wanted.clone()),
+                ..Default::default()
+            };
+            let p = ctx.os.neutron().update_port(&port.id, &body).await?;
+            tracing::info!(pod = %super::qualified(&pod.metadata), port = %p.id, groups = ?wanted, "new pod port given its policies' groups");
+            Ok(p)
+        }
+        _ => Ok(port),
+    }
+}
+
 fn error_policy(pod: Arc<Pod>, err: &Error, _st: Arc<State>) -> Action {
     tracing::warn!(pod = %super::qualified(&pod.metadata), error = %err, "pod port groups not set yet; retrying in 2 s");
     Action::requeue(Duration::from_secs(2))

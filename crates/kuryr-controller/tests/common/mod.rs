@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod lb;
+pub mod policy;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -391,6 +392,18 @@ impl Harness {
                 )
                 .await;
         }
+        // the namespace's KuryrNetwork holds its namespace until released
+        let knss: Api<kuryr_crds::KuryrNetwork> = Api::namespaced(self.kube.clone(), &self.ns);
+        for k in knss.list(&ListParams::default()).await?.items {
+            let name = k.metadata.name.unwrap_or_default();
+            let _ = knss
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
+        }
         let nss: Api<Namespace> = Api::all(self.kube.clone());
         let _ = nss.delete(&self.ns, &DeleteParams::default()).await;
         let nodes: Api<Node> = Api::all(self.kube.clone());
@@ -439,6 +452,29 @@ impl Harness {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        // namespaces' networks: off their routers, their ports, themselves
+        let tagged = n
+            .list_networks(&Query::new().tags([plan::cluster_tag(&self.cluster)]))
+            .await?;
+        for net in tagged {
+            for p in n
+                .list_ports(&Query::new().filter("network_id", &net.id))
+                .await?
+            {
+                if p.device_owner.starts_with("network:router_interface") {
+                    for sn in p.fixed_ips.iter().filter_map(|f| f.subnet_id.clone()) {
+                        let iface = kuryr_openstack::types::neutron::RouterInterface {
+                            subnet_id: Some(sn),
+                            port_id: None,
+                        };
+                        n.remove_router_interface(&p.device_id, &iface).await?;
+                    }
+                } else if !p.device_owner.starts_with("network:") {
+                    n.delete_port(&p.id).await?;
+                }
+            }
+            n.delete_network(&net.id).await?;
         }
         // the cluster's groups (node access first: it names the nodes' group)
         let mut groups = n

@@ -1,0 +1,253 @@
+//! Namespace networks (`pod_subnets_driver = namespace`) against the
+//! stack's real kube-apiserver and Neutron: a namespace with a pod gets a
+//! KuryrNetwork written as kuryr-kubernetes wrote it and a network, subnet
+//! (from the subnet pool, DHCP off) and router interface of its own; its
+//! pods' ports are made there; its labels are followed; deleting it takes
+//! the ports, interface, subnet and network with it, and waits (saying so
+//! in a Warning event) while a port kuryr-rs did not make is still there.
+#![cfg(feature = "stack")]
+
+mod common;
+
+use common::{Harness, NODE, start};
+use k8s_openapi::api::core::v1::{Event, Namespace};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kuryr_controller::Options;
+use kuryr_controller::namespace_net::{namespace_tag, resource_name};
+use kuryr_crds::{KURYRNETWORK_FINALIZER, KuryrNetwork};
+use kuryr_openstack::Query;
+use kuryr_openstack::types::neutron::{PortCreate, SubnetPoolCreate};
+use kuryr_stack_tests::{finally, unique_name, wait_until};
+use serde_json::json;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+const EVERY: Duration = Duration::from_millis(200);
+
+#[tokio::test]
+async fn a_namespace_gets_its_own_network_for_its_pods_and_loses_it_with_the_namespace()
+-> anyhow::Result<()> {
+    let h = Harness::new("nsnet", "10.239.0.0/24").await?;
+    let n = h.os.neutron();
+    let router = h.env.get("KURYR_STACK_ROUTER")?.to_owned();
+    let pool = n
+        .create_subnet_pool(&SubnetPoolCreate {
+            name: unique_name("nsnet-pool-", 40),
+            prefixes: vec!["10.241.0.0/16".into()],
+            default_prefixlen: Some(26),
+            ..Default::default()
+        })
+        .await?;
+    let body = async {
+        let conf = format!(
+            "[kubernetes]\npod_subnets_driver = namespace\nenabled_handlers = vif,kuryrport,namespace,kuryrnetwork\n[namespace_subnet]\npod_subnet_pool = {}\npod_router = {router}\n",
+            pool.id
+        );
+        let ctx = h.context(&conf, Options::default()).await?;
+        let project = ctx
+            .namespaces
+            .as_ref()
+            .expect("namespace networks on")
+            .project_id
+            .clone();
+        let nss: Api<Namespace> = Api::all(h.kube.clone());
+        nss.patch(
+            &h.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tier": "a", "team": "x"}}})),
+        )
+        .await?;
+        let ns_uid = nss.get(&h.ns).await?.metadata.uid.unwrap_or_default();
+        let ctl = start(ctx.clone());
+
+        // a pod: the namespace gets its KuryrNetwork and network, the pod a
+        // port there
+        let mut pod = h.pod("a", NODE)?;
+        pod.metadata.namespace = Some(h.ns.clone());
+        let uid = h
+            .pods
+            .create(&PostParams::default(), &pod)
+            .await?
+            .metadata
+            .uid
+            .unwrap_or_default();
+        let vif = h.vif_of("a", &uid, WAIT).await?;
+        let knss: Api<KuryrNetwork> = Api::namespaced(h.kube.clone(), &h.ns);
+        let kns = knss.get(&h.ns).await?;
+        let v = serde_json::to_value(&kns)?;
+        assert_eq!(
+            v["spec"],
+            json!({"nsName": h.ns, "projectId": project, "nsLabels": {"tier": "a", "team": "x", "kubernetes.io/metadata.name": h.ns}}),
+            "{v}"
+        );
+        assert_eq!(
+            v["metadata"]["finalizers"],
+            json!([KURYRNETWORK_FINALIZER]),
+            "{v}"
+        );
+        let st = &v["status"];
+        let net_id = st["netId"].as_str().expect("netId").to_owned();
+        let subnet_id = st["subnetId"].as_str().expect("subnetId").to_owned();
+        assert_eq!(st["routerId"], json!(router), "{v}");
+        assert_eq!(st["populated"], json!(false), "{v}");
+        assert_eq!(
+            vif.network.id, net_id,
+            "the pod's port is on its namespace's network"
+        );
+
+        let net = n.get_network(&net_id).await?;
+        assert_eq!(net.name, resource_name(&h.ns, &ns_uid));
+        assert!(net.tags.contains(&namespace_tag(&ns_uid)), "{:?}", net.tags);
+        assert!(
+            net.tags
+                .contains(&kuryr_controller::plan::cluster_tag(&h.cluster))
+        );
+        let subnet = n.get_subnet(&subnet_id).await?;
+        assert_eq!(st["subnetCIDR"], json!(subnet.cidr), "{v}");
+        assert!(
+            subnet.cidr.starts_with("10.241.") && subnet.cidr.ends_with("/26"),
+            "{}",
+            subnet.cidr
+        );
+        assert!(!subnet.enable_dhcp);
+        assert_eq!(subnet.subnetpool_id.as_deref(), Some(pool.id.as_str()));
+        assert_eq!(subnet.name, resource_name(&h.ns, &ns_uid));
+        let port = n.get_port(&vif.id).await?;
+        assert_eq!(port.network_id, net_id);
+        assert!(
+            port.fixed_ips
+                .iter()
+                .all(|f| f.subnet_id.as_deref() == Some(subnet_id.as_str()))
+        );
+        let router_ports = n
+            .list_ports(
+                &Query::new()
+                    .filter("device_id", &router)
+                    .filter("network_id", &net_id),
+            )
+            .await?;
+        assert_eq!(
+            router_ports.len(),
+            1,
+            "one interface of the router on the subnet"
+        );
+
+        // a second pod of the namespace shares the network
+        let mut pod = h.pod("b", NODE)?;
+        pod.metadata.namespace = Some(h.ns.clone());
+        let uid_b = h
+            .pods
+            .create(&PostParams::default(), &pod)
+            .await?
+            .metadata
+            .uid
+            .unwrap_or_default();
+        assert_eq!(h.vif_of("b", &uid_b, WAIT).await?.network.id, net_id);
+
+        // labels follow, a removed one too
+        nss.patch(
+            &h.ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": null, "tier": "b"}}})),
+        )
+        .await?;
+        let want = json!({"tier": "b", "kubernetes.io/metadata.name": h.ns});
+        wait_until(
+            "KuryrNetwork labels follow the namespace",
+            WAIT,
+            EVERY,
+            || async {
+                let v = serde_json::to_value(knss.get(&h.ns).await?)?;
+                Ok(
+                    (v["spec"]["nsLabels"] == want && v["status"]["nsLabels"] == want)
+                        .then_some(()),
+                )
+            },
+        )
+        .await?;
+
+        // a port kuryr-rs did not make holds the namespace
+        let foreign = n
+            .create_port(&PortCreate {
+                network_id: net_id.clone(),
+                name: Some("nsnet-foreign".into()),
+                device_owner: Some("compute:nova".into()),
+                device_id: Some("a-vm".into()),
+                ..Default::default()
+            })
+            .await?;
+        for p in ["a", "b"] {
+            h.delete_pod(p).await?;
+        }
+        for p in ["a", "b"] {
+            h.wait_pod_gone(p, WAIT).await?;
+        }
+        nss.delete(&h.ns, &DeleteParams::default()).await?;
+        // a namespace's events are in `default`
+        let events: Api<Event> = Api::namespaced(h.kube.clone(), "default");
+        wait_until(
+            "a NetworkInUse warning naming the VM's port",
+            WAIT,
+            EVERY,
+            || async {
+                let found = events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .any(|e| {
+                        e.involved_object.name.as_deref() == Some(h.ns.as_str())
+                            && e.reason.as_deref() == Some("NetworkInUse")
+                            && e.type_.as_deref() == Some("Warning")
+                            && e.message.unwrap_or_default().contains(&foreign.id)
+                    });
+                Ok(found.then_some(()))
+            },
+        )
+        .await?;
+        assert!(
+            n.get_network(&net_id).await.is_ok(),
+            "kept while the VM's port is there"
+        );
+        assert!(
+            n.get_port(&foreign.id).await.is_ok(),
+            "somebody else's port is never deleted"
+        );
+        n.delete_port(&foreign.id).await?;
+
+        // then everything goes, the namespace too
+        wait_until(
+            "the namespace is gone",
+            Duration::from_secs(120),
+            EVERY,
+            || async { Ok(nss.get_opt(&h.ns).await?.is_none().then_some(())) },
+        )
+        .await?;
+        assert!(
+            n.get_network(&net_id)
+                .await
+                .is_err_and(|e| e.is_not_found())
+        );
+        assert!(
+            n.get_subnet(&subnet_id)
+                .await
+                .is_err_and(|e| e.is_not_found())
+        );
+        assert!(n.get_port(&vif.id).await.is_err_and(|e| e.is_not_found()));
+        let left = n
+            .list_ports(&Query::new().filter("device_id", &router))
+            .await?;
+        assert!(
+            left.iter().all(|p| p.network_id != net_id),
+            "the router interface went"
+        );
+        ctl.stop().await;
+        anyhow::Ok(())
+    };
+    let cleanup = async {
+        h.cleanup().await?;
+        n.delete_subnet_pool(&pool.id).await?;
+        anyhow::Ok(())
+    };
+    finally(body, cleanup).await
+}
