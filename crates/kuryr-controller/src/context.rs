@@ -118,6 +118,9 @@ pub struct Context {
     /// Where namespaces' networks are made (`None`: no namespace
     /// networks).
     pub namespaces: Option<crate::namespace_net::Settings>,
+    /// The default groups of each project's pods but the default's (see
+    /// [`crate::tenants`]).
+    pub tenant_groups: Mutex<HashMap<String, Vec<String>>>,
     /// Namespaces' networks read so far, by id (for their pods' VIFs).
     pub namespace_nets: Mutex<HashMap<String, Arc<crate::pod_net::PodNet>>>,
     /// Warnings about the configuration, logged at start.
@@ -372,6 +375,7 @@ impl Context {
             lb,
             namespaces,
             namespace_nets: Mutex::default(),
+            tenant_groups: Mutex::default(),
             warnings,
         })
     }

@@ -212,14 +212,19 @@ impl Drivers {
     }
 
     /// Where the ports of a namespace's pods are made: subnet `subnet_id`
-    /// of network `network_id`, in project `project_id`, with the default
-    /// groups.
-    pub fn settings_on(&self, network_id: &str, subnet_id: &str, project_id: &str) -> PortSettings {
+    /// of network `network_id`, in project `project_id`, with `groups`.
+    pub fn settings_on(
+        &self,
+        network_id: &str,
+        subnet_id: &str,
+        project_id: &str,
+        groups: Vec<String>,
+    ) -> PortSettings {
         crate::lock(&self.networks).insert(subnet_id.to_owned(), network_id.to_owned());
         PortSettings {
             network_id: network_id.to_owned(),
             subnet_id: subnet_id.to_owned(),
-            security_groups: self.settings.security_groups.clone(),
+            security_groups: groups,
             project_id: Some(project_id.to_owned()),
         }
     }

@@ -30,6 +30,7 @@ pub mod pool;
 pub mod ports;
 pub mod services;
 pub mod startup;
+pub mod tenants;
 pub mod vlan;
 
 pub use context::{Context, Options};

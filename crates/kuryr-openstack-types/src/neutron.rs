@@ -283,6 +283,9 @@ pub struct SubnetPoolCreate {
     /// Project.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+    /// Usable by every project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<bool>,
 }
 
 /// Neutron sends some integers as strings in older releases.
@@ -578,6 +581,34 @@ pub struct SecurityGroup {
     /// Everything else.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// An RBAC policy: an object shared with a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RbacPolicy {
+    /// UUID.
+    pub id: String,
+    /// `network`, `qos_policy`, `security_group`, `address_group`, ...
+    pub object_type: String,
+    /// The shared object.
+    pub object_id: String,
+    /// `access_as_shared` or `access_as_external`.
+    pub action: String,
+    /// The project it is shared with (`*`: every project).
+    pub target_tenant: String,
+}
+
+/// Body of `POST /v2.0/rbac-policies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RbacPolicyCreate {
+    /// Kind of the shared object.
+    pub object_type: String,
+    /// The shared object.
+    pub object_id: String,
+    /// What the project may do with it.
+    pub action: String,
+    /// The project it is shared with.
+    pub target_tenant: String,
 }
 
 /// Body of `POST /v2.0/security-groups`.

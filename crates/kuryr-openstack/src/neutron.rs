@@ -52,7 +52,14 @@ pub struct Neutron {
 
 /// The JSON key of one object of `collection` (`security-groups` → `security_group`).
 fn singular(collection: &str) -> String {
-    let s = collection.strip_suffix('s').unwrap_or(collection);
+    let s = match collection.strip_suffix("ies") {
+        // rbac-policies: rbac_policy
+        Some(stem) => format!("{stem}y"),
+        None => collection
+            .strip_suffix('s')
+            .unwrap_or(collection)
+            .to_owned(),
+    };
     s.replace('-', "_")
 }
 
@@ -585,6 +592,39 @@ impl Neutron {
     pub async fn list_security_groups(&self, q: &Query) -> Result<Vec<SecurityGroup>> {
         self.list("security-groups", q).await
     }
+    /// Shares security group `id` with project `project` (an RBAC policy
+    /// `access_as_shared`), so that project's ports may use it.
+    /// Idempotent: a share that exists is kept.
+    pub async fn share_security_group(&self, id: &str, project: &str) -> Result<()> {
+        let q = Query::new()
+            .filter("object_type", "security_group")
+            .filter("object_id", id)
+            .filter("action", "access_as_shared")
+            .filter("target_tenant", project);
+        if !self.list_rbac_policies(&q).await?.is_empty() {
+            return Ok(());
+        }
+        let body = RbacPolicyCreate {
+            object_type: "security_group".into(),
+            object_id: id.to_owned(),
+            action: "access_as_shared".into(),
+            target_tenant: project.to_owned(),
+        };
+        match self.create::<RbacPolicy, _>("rbac-policies", &body).await {
+            Ok(_) => Ok(()),
+            // made meanwhile (or by an answer that was lost)
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+    /// RBAC policies matching `q`.
+    pub async fn list_rbac_policies(&self, q: &Query) -> Result<Vec<RbacPolicy>> {
+        self.list("rbac-policies", q).await
+    }
+    /// Deletes an RBAC policy (idempotent).
+    pub async fn delete_rbac_policy(&self, id: &str) -> Result<bool> {
+        self.delete("rbac-policies", id).await
+    }
     /// Deletes a security group (idempotent).
     pub async fn delete_security_group(&self, id: &str) -> Result<bool> {
         self.delete("security-groups", id).await
@@ -922,6 +962,7 @@ mod tests {
         assert_eq!(singular("security-groups"), "security_group");
         assert_eq!(singular("security-group-rules"), "security_group_rule");
         assert_eq!(singular("subnetpools"), "subnetpool");
+        assert_eq!(singular("rbac-policies"), "rbac_policy");
         assert_eq!(plural("security-groups"), "security_groups");
         assert_eq!(encode_segment("kuryr cluster/a"), "kuryr%20cluster%2Fa");
     }

@@ -111,7 +111,7 @@ async fn networks_and_subnets_v4_and_v6() -> anyhow::Result<()> {
                 name: name("pool"),
                 prefixes: vec!["10.234.0.0/16".into()],
                 default_prefixlen: Some(26),
-                project_id: None,
+                ..Default::default()
             })
             .await?;
         made.add(Made::SubnetPool(pool.id.clone()));

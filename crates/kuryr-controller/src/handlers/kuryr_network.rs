@@ -343,7 +343,10 @@ pub async fn placement(
     let (Some(net), Some(subnet), Some(_router)) = (st.net_id, st.subnet_id, st.router_id) else {
         return Ok(None);
     };
-    let settings = ctx.drivers.settings_on(&net, &subnet, &kns.spec.project_id);
+    let groups = crate::tenants::pod_defaults(ctx, &kns.spec.project_id).await?;
+    let settings = ctx
+        .drivers
+        .settings_on(&net, &subnet, &kns.spec.project_id, groups);
     let known = crate::lock(&ctx.namespace_nets).get(&net).cloned();
     let pod_net = match known {
         Some(p) => p,

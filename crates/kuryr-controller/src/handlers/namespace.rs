@@ -8,6 +8,7 @@
 //! [`super::kuryr_network`]).
 
 use crate::namespace_net::{self, needs_network};
+use crate::tenants::project_of;
 use crate::{Context, Error};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -19,22 +20,6 @@ use kuryr_crds::KuryrNetwork;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The namespace annotation naming the Keystone project of its network,
-/// ports and groups.
-pub const PROJECT_ANNOTATION: &str = "openstack.org/kuryr-project";
-
-/// The project of namespace `ns`: its annotation, else `default`.
-pub fn project_of(ns: &Namespace, default: &str) -> String {
-    ns.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PROJECT_ANNOTATION))
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
-        .unwrap_or(default)
-        .to_owned()
-}
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     if ns.metadata.deletion_timestamp.is_some() {
@@ -116,24 +101,4 @@ pub async fn run(
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_annotation_names_the_project_else_the_default() {
-        let ns = |a: Option<&str>| -> Namespace {
-            let mut n = Namespace::default();
-            if let Some(p) = a {
-                n.metadata.annotations =
-                    Some([(PROJECT_ANNOTATION.to_string(), p.to_string())].into());
-            }
-            n
-        };
-        assert_eq!(project_of(&ns(None), "dflt"), "dflt");
-        assert_eq!(project_of(&ns(Some("p-2")), "dflt"), "p-2");
-        assert_eq!(project_of(&ns(Some("  ")), "dflt"), "dflt");
-    }
 }

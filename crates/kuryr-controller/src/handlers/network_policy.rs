@@ -157,7 +157,7 @@ async fn delete_group(ctx: &Context, group: &str) -> Result<bool, Error> {
         .await?;
     for p in holding.iter().filter(|p| !in_use.contains(&p.id)) {
         let body = PortUpdate {
-            security_groups: Some(ctx.settings.security_groups.clone()),
+            security_groups: Some(crate::tenants::pod_defaults(ctx, &p.project_id).await?),
             ..Default::default()
         };
         match n.update_port(&p.id, &body).await {
@@ -372,7 +372,15 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
             &SecurityGroupCreate {
                 name: kuryr_policy::sg_name(&ns, &name),
                 description: Some(policy::group_description(&ns, &name)),
-                project_id: ctx.settings.project_id.clone(),
+                // the namespace's project: its pods' ports may use only
+                // groups of their own project
+                project_id: Some(crate::tenants::namespace_project(
+                    ctx,
+                    st.cluster
+                        .namespaces
+                        .get(&kube::runtime::reflector::ObjectRef::new(&ns))
+                        .as_deref(),
+                )),
                 stateful: None,
             },
         )
@@ -481,6 +489,7 @@ pub async fn run(
         futures::stream::select(pod_changes, ns_changes),
         svc_changes,
     );
+    let namespaces_for_groups = namespaces.clone();
     let state = Arc::new(State {
         ctx: ctx.clone(),
         cluster: Cluster {
@@ -503,6 +512,6 @@ pub async fn run(
             tracing::debug!(error = %e, "policy reconcile");
         }
     });
-    let groups = super::pod_groups::run(ctx.clone(), pod_cfg, shutdown);
+    let groups = super::pod_groups::run(ctx.clone(), pod_cfg, namespaces_for_groups, shutdown);
     futures::join!(policies, groups);
 }

@@ -230,7 +230,14 @@ async fn reconcile_pod(pod: &Pod, ctx: &Context) -> Result<Action, Error> {
                 let (port, vlan) = acquire(ctx, k, &settings).await?;
                 // the groups of the policies selecting the pod from the start
                 let port = if ctx.handlers.policies {
-                    match super::pod_groups::at_creation(ctx, &pod, port.clone()).await {
+                    match super::pod_groups::at_creation(
+                        ctx,
+                        &pod,
+                        port.clone(),
+                        &settings.security_groups,
+                    )
+                    .await
+                    {
                         Ok(p) => p,
                         Err(e) => {
                             give_back(ctx, &port.id, &k.spec.pod_node_name).await;

@@ -13,7 +13,7 @@
 use crate::policy::{self, Groups};
 use crate::{Context, Error, lock};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -28,6 +28,8 @@ struct State {
     ctx: Arc<Context>,
     kps: Store<KuryrPort>,
     knps: Store<KuryrNetworkPolicy>,
+    /// Every namespace (their projects).
+    namespaces: Store<Namespace>,
     /// The groups each port was last seen with or given.
     ports: Mutex<HashMap<String, Vec<String>>>,
 }
@@ -60,12 +62,16 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
     let ctx = &st.ctx;
     let knps = st.knps.state();
     let access = ctx.node_groups.as_ref().map(|g| g.access.as_str());
-    let wanted = match policy::pod_groups(
-        &pod,
-        knps.iter().map(|k| k.as_ref()),
-        &ctx.settings.security_groups,
-        access,
-    ) {
+    // the defaults of the pod's project
+    let defaults = if ctx.namespaces.is_some() {
+        let namespace = st.namespaces.get(&ObjectRef::new(&ns));
+        let project = crate::tenants::namespace_project(ctx, namespace.as_deref());
+        crate::tenants::pod_defaults(ctx, &project).await?
+    } else {
+        ctx.settings.security_groups.clone()
+    };
+    let wanted = match policy::pod_groups(&pod, knps.iter().map(|k| k.as_ref()), &defaults, access)
+    {
         Groups::Set(g) => g,
         Groups::NotYet => return Ok(Action::await_change()),
     };
@@ -108,18 +114,20 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
 /// A pod's new port with the groups of the policies selecting the pod
 /// (read from its namespace's KuryrNetworkPolicies), so a pod a policy
 /// selects is never reachable as if none did: the port comes from a pool
-/// or is made with the defaults. A policy whose group is not made yet
+/// or is made with the defaults (`defaults`: those of the pod's project).
+/// A policy whose group is not made yet
 /// leaves the port as it is; the pass after the group is made fixes it.
 pub async fn at_creation(
     ctx: &Context,
     pod: &Pod,
     port: kuryr_openstack::types::neutron::Port,
+    defaults: &[String],
 ) -> Result<kuryr_openstack::types::neutron::Port, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let knps: Api<KuryrNetworkPolicy> = Api::namespaced(ctx.kube.clone(), &ns);
     let knps = knps.list(&kube::api::ListParams::default()).await?.items;
     let access = ctx.node_groups.as_ref().map(|g| g.access.as_str());
-    match policy::pod_groups(pod, &knps, &ctx.settings.security_groups, access) {
+    match policy::pod_groups(pod, &knps, defaults, access) {
         Groups::Set(wanted) if !policy::same_groups(&port.security_groups, &wanted) => {
             let body = PortUpdate {
                 security_groups: Some(wanted.clone()),
@@ -142,6 +150,7 @@ fn error_policy(pod: Arc<Pod>, err: &Error, _st: Arc<State>) -> Action {
 pub async fn run(
     ctx: Arc<Context>,
     pods: watcher::Config,
+    namespaces: Store<Namespace>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (kps, kps_writer) = reflector::store();
@@ -177,6 +186,7 @@ pub async fn run(
         ctx: ctx.clone(),
         kps,
         knps,
+        namespaces,
         ports: Mutex::default(),
     });
     Controller::new(Api::<Pod>::all(ctx.kube.clone()), pods)
