@@ -11,7 +11,7 @@ mod common;
 
 use common::{Harness, NODE, start};
 use k8s_openapi::api::core::v1::{Event, Namespace};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kuryr_controller::Options;
 use kuryr_controller::namespace_net::{namespace_tag, resource_name};
 use kuryr_crds::{KURYRNETWORK_FINALIZER, KuryrNetwork};
@@ -62,15 +62,7 @@ async fn a_namespace_gets_its_own_network_for_its_pods_and_loses_it_with_the_nam
 
         // a pod: the namespace gets its KuryrNetwork and network, the pod a
         // port there
-        let mut pod = h.pod("a", NODE)?;
-        pod.metadata.namespace = Some(h.ns.clone());
-        let uid = h
-            .pods
-            .create(&PostParams::default(), &pod)
-            .await?
-            .metadata
-            .uid
-            .unwrap_or_default();
+        let uid = h.create_pods(&["a".to_string()], NODE).await?.remove(0);
         let vif = h.vif_of("a", &uid, WAIT).await?;
         let knss: Api<KuryrNetwork> = Api::namespaced(h.kube.clone(), &h.ns);
         let kns = knss.get(&h.ns).await?;
@@ -133,15 +125,7 @@ async fn a_namespace_gets_its_own_network_for_its_pods_and_loses_it_with_the_nam
         );
 
         // a second pod of the namespace shares the network
-        let mut pod = h.pod("b", NODE)?;
-        pod.metadata.namespace = Some(h.ns.clone());
-        let uid_b = h
-            .pods
-            .create(&PostParams::default(), &pod)
-            .await?
-            .metadata
-            .uid
-            .unwrap_or_default();
+        let uid_b = h.create_pods(&["b".to_string()], NODE).await?.remove(0);
         assert_eq!(h.vif_of("b", &uid_b, WAIT).await?.network.id, net_id);
 
         // labels follow, a removed one too

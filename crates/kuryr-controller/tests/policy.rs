@@ -11,14 +11,14 @@
 mod common;
 
 use common::policy::{
-    EVERY, POLICY_CONF, WAIT, create_policy, knp_where, pod, policy_apis, port_groups_become,
-    relabel,
+    EVERY, POLICY_CONF, WAIT, create_policy, group_keys, knp_where, pod, policy_apis,
+    port_groups_become, relabel, spec_keys,
 };
 use common::{Harness, start};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kuryr_controller::Options;
 use kuryr_crds::{NETWORKPOLICY_FINALIZER, NETWORKPOLICY_LINK};
-use kuryr_policy::{DESCRIPTION, rule_key};
+use kuryr_policy::DESCRIPTION;
 use kuryr_stack_tests::{finally, wait_until};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -223,7 +223,8 @@ async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<(
         .await?;
         let sg_id = knp
             .status
-            .and_then(|s| s.security_group_id)
+            .as_ref()
+            .and_then(|s| s.security_group_id.clone())
             .unwrap_or_default();
         port_groups_become(&h, &port, std::slice::from_ref(&sg_id)).await?;
 
@@ -245,20 +246,10 @@ async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<(
                 ..Default::default()
             })
             .await?;
-        let want: BTreeSet<_> = knp
-            .spec
-            .ingress_sg_rules
-            .iter()
-            .chain(&knp.spec.egress_sg_rules)
-            .map(|r| rule_key(&r.sg_rule))
-            .collect();
+        let want = spec_keys(&knp);
         wait_until("the group's rules repaired", WAIT, EVERY, || async {
             let g = n.get_security_group(&sg_id).await?;
-            let have: BTreeSet<_> = g
-                .security_group_rules
-                .iter()
-                .map(|r| rule_key(&kuryr_controller::policy::from_neutron(r)))
-                .collect();
+            let have: BTreeSet<_> = group_keys(&n, &sg_id).await?.into_iter().collect();
             let gone = g.security_group_rules.iter().all(|r| r.id != intruder.id);
             Ok((gone && have == want && g.security_group_rules.len() == want.len()).then_some(()))
         })

@@ -9,12 +9,11 @@
 
 mod common;
 
-use common::policy::{POLICY_CONF, create_policy, pod, policy_apis};
+use common::policy::{POLICY_CONF, create_policy, group_keys, pod, policy_apis, spec_keys};
 use common::{Harness, Stopped, kill_all, spawn};
 use kube::api::{ListParams, Patch, PatchParams};
 use kuryr_controller::plan;
 use kuryr_openstack::Query;
-use kuryr_policy::rule_key;
 use kuryr_stack_tests::{finally, unique_name, wait_until};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,19 +139,8 @@ async fn policies_converge_after_a_controller_kill_and_a_neutron_outage() -> any
                     if peers != staying || k.spec.ingress_sg_rules.len() != staying.len() {
                         return Ok(None);
                     }
-                    let spec: BTreeSet<_> = k
-                        .spec
-                        .ingress_sg_rules
-                        .iter()
-                        .chain(&k.spec.egress_sg_rules)
-                        .map(|r| rule_key(&r.sg_rule))
-                        .collect();
-                    let sg = n.get_security_group(g).await?;
-                    let have: Vec<_> = sg
-                        .security_group_rules
-                        .iter()
-                        .map(|r| rule_key(&kuryr_controller::policy::from_neutron(r)))
-                        .collect();
+                    let spec = spec_keys(&k);
+                    let have = group_keys(&n, g).await?;
                     let unique: BTreeSet<_> = have.iter().cloned().collect();
                     if unique != spec || have.len() != spec.len() {
                         return Ok(None);

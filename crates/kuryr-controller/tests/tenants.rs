@@ -212,29 +212,8 @@ async fn two_projects_get_their_own_networks_ports_and_groups() -> anyhow::Resul
         anyhow::Ok(())
     };
     let cleanup = async {
-        // the other namespace: its KuryrNetwork's finalizer, then itself
-        let knss: Api<KuryrNetwork> = Api::namespaced(h.kube.clone(), &other_ns);
-        for k in knss.list(&ListParams::default()).await?.items {
-            let name = k.metadata.name.unwrap_or_default();
-            let _ = knss
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.kube.clone(), &other_ns);
-        for p in pods.list(&ListParams::default()).await?.items {
-            let name = p.metadata.name.unwrap_or_default();
-            let _ = pods
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
+        // the other namespace, whatever it holds
+        h.release_namespace(&other_ns).await?;
         let _ = nss.delete(&other_ns, &DeleteParams::default()).await;
         h.cleanup().await?;
         n.delete_subnet_pool(&pool.id).await?;

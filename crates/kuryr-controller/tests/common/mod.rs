@@ -341,69 +341,37 @@ impl Harness {
         Ok(())
     }
 
+    /// Takes kuryr-rs's finalizers off what namespace `ns` holds (pods,
+    /// KuryrPorts, NetworkPolicies and KuryrNetworkPolicies, the
+    /// KuryrNetwork that holds the namespace until released), so it can go
+    /// whatever state the test left it in.
+    pub async fn release_namespace(&self, ns: &str) -> anyhow::Result<()> {
+        strip_finalizers(&Api::<Pod>::namespaced(self.kube.clone(), ns)).await?;
+        strip_finalizers(&Api::<KuryrPort>::namespaced(self.kube.clone(), ns)).await?;
+        strip_finalizers(
+            &Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(
+                self.kube.clone(),
+                ns,
+            ),
+        )
+        .await?;
+        strip_finalizers(&Api::<kuryr_crds::KuryrNetworkPolicy>::namespaced(
+            self.kube.clone(),
+            ns,
+        ))
+        .await?;
+        strip_finalizers(&Api::<kuryr_crds::KuryrNetwork>::namespaced(
+            self.kube.clone(),
+            ns,
+        ))
+        .await
+    }
+
     /// Removes everything the test made, whatever state it is in:
     /// finalizers off, namespace and nodes deleted, every port on the test
     /// network deleted (subports off their trunks first), the network too.
     pub async fn cleanup(&self) -> anyhow::Result<()> {
-        for p in self.pods.list(&ListParams::default()).await?.items {
-            let name = p.metadata.name.unwrap_or_default();
-            let _ = self
-                .pods
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-        for k in self.kps.list(&ListParams::default()).await?.items {
-            let name = k.metadata.name.unwrap_or_default();
-            let _ = self
-                .kps
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-        // NetworkPolicies and their KuryrNetworkPolicies hold finalizers too
-        let nps: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
-            Api::namespaced(self.kube.clone(), &self.ns);
-        for np in nps.list(&ListParams::default()).await?.items {
-            let name = np.metadata.name.unwrap_or_default();
-            let _ = nps
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-        let knps: Api<kuryr_crds::KuryrNetworkPolicy> =
-            Api::namespaced(self.kube.clone(), &self.ns);
-        for k in knps.list(&ListParams::default()).await?.items {
-            let name = k.metadata.name.unwrap_or_default();
-            let _ = knps
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
-        // the namespace's KuryrNetwork holds its namespace until released
-        let knss: Api<kuryr_crds::KuryrNetwork> = Api::namespaced(self.kube.clone(), &self.ns);
-        for k in knss.list(&ListParams::default()).await?.items {
-            let name = k.metadata.name.unwrap_or_default();
-            let _ = knss
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-                )
-                .await;
-        }
+        self.release_namespace(&self.ns).await?;
         let nss: Api<Namespace> = Api::all(self.kube.clone());
         let _ = nss.delete(&self.ns, &DeleteParams::default()).await;
         let nodes: Api<Node> = Api::all(self.kube.clone());
@@ -486,6 +454,24 @@ impl Harness {
         }
         Ok(())
     }
+}
+
+/// Takes every finalizer off every object of `api` (best effort per object).
+pub async fn strip_finalizers<K>(api: &Api<K>) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for o in api.list(&ListParams::default()).await?.items {
+        let name = o.meta().name.clone().unwrap_or_default();
+        let _ = api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 /// A controller running in this process until stopped.

@@ -113,16 +113,34 @@ pub async fn knp_where(
         if st.security_group_id.is_none() {
             return Ok(None);
         }
-        let spec: BTreeSet<_> = k
-            .spec
-            .ingress_sg_rules
-            .iter()
-            .chain(&k.spec.egress_sg_rules)
-            .map(|r| rule_key(&r.sg_rule))
-            .collect();
+        let spec = spec_keys(&k);
         let status: BTreeSet<_> = st.security_group_rules.iter().map(rule_key).collect();
         let in_sync = spec == status && st.security_group_rules.len() == spec.len();
         Ok((in_sync && check(&k)).then_some(k))
     })
     .await
+}
+
+/// The rules of a KNP's spec, as keys.
+pub fn spec_keys(k: &KuryrNetworkPolicy) -> BTreeSet<kuryr_policy::RuleKey> {
+    k.spec
+        .ingress_sg_rules
+        .iter()
+        .chain(&k.spec.egress_sg_rules)
+        .map(|r| rule_key(&r.sg_rule))
+        .collect()
+}
+
+/// The rules security group `sg` holds in Neutron, as keys (duplicates
+/// kept, so a duplicated rule shows).
+pub async fn group_keys(
+    n: &kuryr_openstack::Neutron,
+    sg: &str,
+) -> anyhow::Result<Vec<kuryr_policy::RuleKey>> {
+    Ok(n.get_security_group(sg)
+        .await?
+        .security_group_rules
+        .iter()
+        .map(|r| rule_key(&kuryr_controller::policy::from_neutron(r)))
+        .collect())
 }
