@@ -73,6 +73,24 @@ pub fn labels(ns: &Namespace) -> BTreeMap<String, String> {
     ns.metadata.labels.clone().unwrap_or_default()
 }
 
+/// A merge patch turning label map `old` into `new`: a merge patch keeps
+/// the keys it does not name, so removed labels are set to null.
+pub fn labels_patch(
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut patch: serde_json::Map<String, serde_json::Value> = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    patch.extend(
+        new.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))),
+    );
+    serde_json::Value::Object(patch)
+}
+
 /// The KuryrNetwork of namespace `ns` in project `project_id`.
 pub fn kuryr_network(ns: &Namespace, project_id: &str) -> KuryrNetwork {
     let name = ns.metadata.name.clone().unwrap_or_default();
@@ -220,6 +238,20 @@ mod tests {
             v["spec"],
             json!({"nsName": "team-a", "projectId": "p-1", "nsLabels": {"tier": "web"}})
         );
+    }
+
+    #[test]
+    fn a_labels_patch_removes_what_went() {
+        let m = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            labels_patch(&m(&[("a", "1"), ("b", "2")]), &m(&[("b", "3"), ("c", "4")])),
+            json!({"a": null, "b": "3", "c": "4"})
+        );
+        assert_eq!(labels_patch(&m(&[]), &m(&[])), json!({}));
     }
 
     #[test]

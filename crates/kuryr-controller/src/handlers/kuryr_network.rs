@@ -229,7 +229,9 @@ async fn step(
             Ok(Some(k))
         }
         Step::Labels => {
-            let k = patch_status(api, &name, json!({"nsLabels": kns.spec.ns_labels})).await?;
+            let old = kns.status.clone().unwrap_or_default().ns_labels;
+            let patch = namespace_net::labels_patch(&old, &kns.spec.ns_labels);
+            let k = patch_status(api, &name, json!({ "nsLabels": patch })).await?;
             Ok(Some(k))
         }
     }

@@ -30,15 +30,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Erro
     if let Some(kns) = knss.get_opt(&name).await? {
         let labels = namespace_net::labels(&ns);
         if kns.metadata.deletion_timestamp.is_none() && kns.spec.ns_labels != labels {
-            // a merge patch keeps keys it does not name: removed labels are
-            // set to null
-            let mut patch: serde_json::Map<String, serde_json::Value> = kns
-                .spec
-                .ns_labels
-                .keys()
-                .map(|k| (k.clone(), serde_json::Value::Null))
-                .collect();
-            patch.extend(labels.iter().map(|(k, v)| (k.clone(), json!(v))));
+            let patch = namespace_net::labels_patch(&kns.spec.ns_labels, &labels);
             knss.patch(
                 &name,
                 &PatchParams::default(),
