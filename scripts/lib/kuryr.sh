@@ -268,7 +268,7 @@ kuryr_remove_network() {
     for g in $(openstack security group list --tags "kuryr-cluster:$KCLUSTER" -f value -c ID -c Name 2>/dev/null | awk '$2 ~ /^sg[/]/ {print $1}'); do
         openstack security group delete "$g" >/dev/null 2>&1 || true
     done
-    for g in "kuryr/$KCLUSTER/node-access" "kuryr/$KCLUSTER/nodes" ${KPODSG:-}; do
+    for g in "kuryr/$KCLUSTER/node-access" "kuryr/$KCLUSTER/nodes" "kuryr/$KCLUSTER/open-ingress" "kuryr/$KCLUSTER/open-egress" ${KPODSG:-}; do
         openstack security group delete "$g" >/dev/null 2>&1 || true
     done
 }

@@ -118,6 +118,9 @@ pub struct Context {
     /// Where namespaces' networks are made (`None`: no namespace
     /// networks).
     pub namespaces: Option<crate::namespace_net::Settings>,
+    /// The groups opening a direction no policy of a pod isolates (with
+    /// NetworkPolicies).
+    pub open_groups: Option<crate::policy::OpenGroups>,
     /// The default groups of each project's pods but the default's (see
     /// [`crate::tenants`]).
     pub tenant_groups: Mutex<HashMap<String, Vec<String>>>,
@@ -211,6 +214,15 @@ impl Context {
         } else if policy_driver && !enabled.policies {
             warnings.push("[kubernetes] pod_security_groups_driver = policy, but enabled_handlers does not name policy: NetworkPolicies are not enforced".into());
         }
+        let open_groups = if enabled.policies {
+            Some(
+                handlers::network_policy::ensure_open_groups(&os, &project_id, &tags, &cluster_id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the policies' open groups: {e}"))?,
+            )
+        } else {
+            None
+        };
         // namespace networks need the namespace handler and the driver
         let namespace_driver = k.pod_subnets_driver == "namespace";
         if enabled.namespaces && !(namespace_driver && enabled.pods) {
@@ -376,6 +388,7 @@ impl Context {
             namespaces,
             namespace_nets: Mutex::default(),
             tenant_groups: Mutex::default(),
+            open_groups,
             warnings,
         })
     }

@@ -152,19 +152,34 @@ pub enum Groups {
     NotYet,
 }
 
+/// The cluster's groups opening one direction to everything: a pod some
+/// policies select gets the one of each direction none of them isolates
+/// (a policy's own group holds rules only for the directions it isolates,
+/// so that another policy isolating that direction is not undone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenGroups {
+    /// Admits every ingress.
+    pub ingress: String,
+    /// Admits every egress.
+    pub egress: String,
+}
+
 /// The groups of `pod`'s ports: those of every policy of its namespace
 /// that selects it (a KNP being deleted no longer counts), plus `always`
-/// (the node-access group); `defaults` when no policy selects it.
+/// (the node-access group) and the `open` group of each direction no
+/// selecting policy isolates; `defaults` when no policy selects it.
 pub fn pod_groups<'a>(
     pod: &Pod,
     knps: impl IntoIterator<Item = &'a KuryrNetworkPolicy>,
     defaults: &[String],
     always: Option<&str>,
+    open: Option<&OpenGroups>,
 ) -> Groups {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let mut groups = Vec::new();
     let mut selected = false;
+    let (mut isolates_ingress, mut isolates_egress) = (false, false);
     for knp in knps {
         if knp.metadata.namespace.as_deref() != Some(ns)
             || knp.metadata.deletion_timestamp.is_some()
@@ -181,6 +196,8 @@ pub fn pod_groups<'a>(
             continue;
         }
         selected = true;
+        isolates_ingress |= knp.spec.policy_types.iter().any(|t| t == "Ingress");
+        isolates_egress |= knp.spec.policy_types.iter().any(|t| t == "Egress");
         match knp
             .status
             .as_ref()
@@ -197,6 +214,14 @@ pub fn pod_groups<'a>(
         return Groups::Set(d);
     }
     groups.extend(always.map(str::to_owned));
+    if let Some(o) = open {
+        if !isolates_ingress {
+            groups.push(o.ingress.clone());
+        }
+        if !isolates_egress {
+            groups.push(o.egress.clone());
+        }
+    }
     groups.sort();
     groups.dedup();
     Groups::Set(groups)
@@ -253,7 +278,8 @@ mod tests {
                 &p,
                 [&other_ns, &other_label],
                 &["d2".into(), "d1".into()],
-                Some("acc")
+                Some("acc"),
+                None
             ),
             Groups::Set(vec!["d1".into(), "d2".into()])
         );
@@ -270,7 +296,7 @@ mod tests {
             Some("sg-tier"),
         );
         assert_eq!(
-            pod_groups(&p, [&web, &all, &expr], &["d".into()], Some("acc")),
+            pod_groups(&p, [&web, &all, &expr], &["d".into()], Some("acc"), None),
             Groups::Set(vec![
                 "acc".into(),
                 "sg-all".into(),
@@ -281,12 +307,46 @@ mod tests {
     }
 
     #[test]
+    fn a_direction_no_selecting_policy_isolates_is_opened_by_its_open_group() {
+        let p = pod("a", json!({"app": "web"}));
+        let open = OpenGroups {
+            ingress: "open-in".into(),
+            egress: "open-out".into(),
+        };
+        let with_types = |sg: &str, types: &[&str]| {
+            let mut k = knp("a", json!({}), Some(sg));
+            k.spec.policy_types = types.iter().map(|t| t.to_string()).collect();
+            k
+        };
+        let egress_only = with_types("sg-e", &["Egress"]);
+        let ingress_only = with_types("sg-i", &["Ingress"]);
+        let both = with_types("sg-b", &["Ingress", "Egress"]);
+        let g =
+            |k: &[&KuryrNetworkPolicy]| pod_groups(&p, k.iter().copied(), &[], None, Some(&open));
+        assert_eq!(
+            g(&[&egress_only]),
+            Groups::Set(vec!["open-in".into(), "sg-e".into()])
+        );
+        assert_eq!(
+            g(&[&ingress_only]),
+            Groups::Set(vec!["open-out".into(), "sg-i".into()])
+        );
+        // upstream "ingress and egress controlled independently": one
+        // policy isolating egress, another ingress: nothing is opened
+        assert_eq!(
+            g(&[&egress_only, &ingress_only]),
+            Groups::Set(vec!["sg-e".into(), "sg-i".into()])
+        );
+        assert_eq!(g(&[&both]), Groups::Set(vec!["sg-b".into()]));
+    }
+
+    #[test]
     fn a_policy_without_its_group_yet_leaves_the_ports_alone() {
         let p = pod("a", json!({"app": "web"}));
         let ready = knp("a", json!({}), Some("sg-all"));
         let pending = knp("a", json!({"matchLabels": {"app": "web"}}), None);
         assert_eq!(
-            pod_groups(&p, [&ready, &pending], &["d".into()], None),
+            pod_groups(&p, [&ready, &pending], &["d".into()], None, None),
             Groups::NotYet
         );
     }
@@ -299,7 +359,7 @@ mod tests {
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
         );
         assert_eq!(
-            pod_groups(&p, [&gone], &["d".into()], Some("acc")),
+            pod_groups(&p, [&gone], &["d".into()], Some("acc"), None),
             Groups::Set(vec!["d".into()])
         );
     }

@@ -75,6 +75,11 @@ pub async fn pod_defaults(ctx: &Context, project: &str) -> Result<Vec<String>, E
         n.share_security_group(&ng.access, project).await?;
         groups.push(ng.access.clone());
     }
+    // what the project's pods may get when policies select them
+    if let Some(o) = &ctx.open_groups {
+        n.share_security_group(&o.ingress, project).await?;
+        n.share_security_group(&o.egress, project).await?;
+    }
     groups.sort();
     lock(&ctx.tenant_groups).insert(project.to_owned(), groups.clone());
     tracing::info!(project = %project, groups = ?groups, "groups of the project's pods");

@@ -90,9 +90,9 @@ async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> a
             Some(format!("{client_ip}/32").as_str())
         );
         assert_eq!(r.sg_rule.description.as_deref(), Some(DESCRIPTION));
-        // egress is not isolated: open
-        assert_eq!(knp.spec.egress_sg_rules.len(), 1);
-        assert_eq!(knp.spec.egress_sg_rules[0].sg_rule.remote_ip_prefix, None);
+        // egress is not isolated: no rule here, the open egress group on
+        // the pods' ports instead
+        assert!(knp.spec.egress_sg_rules.is_empty());
         let np = nps.get("web-from-client").await?;
         assert!(
             np.metadata
@@ -128,7 +128,9 @@ async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> a
         assert_eq!(in_neutron, in_status);
 
         // web's port has the policy's group only; the client keeps the defaults
-        port_groups_become(&h, &web_port, std::slice::from_ref(&sg_id)).await?;
+        let open = ctx.open_groups.clone().expect("open groups with policies");
+        let web_groups = [sg_id.clone(), open.egress.clone()];
+        port_groups_become(&h, &web_port, &web_groups).await?;
         port_groups_become(&h, &client_port, &defaults).await?;
 
         // rules follow pods: the client leaves the selection, another joins
@@ -160,19 +162,18 @@ async fn a_policy_is_a_security_group_on_the_ports_of_the_pods_it_selects() -> a
         // a pod made while the policy selects it has the policy's group
         // as soon as its port is recorded, never the defaults
         let (web2_port, _) = pod(&h, "web2", "web").await?;
-        let now = n.get_port(&web2_port).await?.security_groups;
-        assert_eq!(
-            now,
-            vec![sg_id.clone()],
-            "web2's port when its VIF was recorded"
-        );
+        let mut now = n.get_port(&web2_port).await?.security_groups;
+        now.sort();
+        let mut want = web_groups.to_vec();
+        want.sort();
+        assert_eq!(now, want, "web2's port when its VIF was recorded");
 
         // a pod leaving the policy's selection gets its defaults back, and
         // back in, the policy's group again
         relabel(&h, "web", "none").await?;
         port_groups_become(&h, &web_port, &defaults).await?;
         relabel(&h, "web", "web").await?;
-        port_groups_become(&h, &web_port, std::slice::from_ref(&sg_id)).await?;
+        port_groups_become(&h, &web_port, &web_groups).await?;
 
         // deleting the policy: defaults back on web, KNP and group gone, the
         // policy itself gone (its finalizer removed)
@@ -212,13 +213,19 @@ async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<(
             ..Options::default()
         };
         let ctx = h.context(POLICY_CONF, options()).await?;
+        let ctx_open = ctx.open_groups.clone();
         let defaults = ctx.settings.security_groups.clone();
         let ctl = start(ctx);
         let (port, _) = pod(&h, "web", "web").await?;
         let (nps, knps) = policy_apis(&h);
-        create_policy(&nps, "deny-all", json!({"podSelector": {}})).await?;
-        let knp = knp_where(&knps, "deny-all", "deny-all's group", |k| {
-            k.spec.ingress_sg_rules.is_empty()
+        create_policy(
+            &nps,
+            "port-80",
+            json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}),
+        )
+        .await?;
+        let knp = knp_where(&knps, "port-80", "port-80's group", |k| {
+            !k.spec.ingress_sg_rules.is_empty()
         })
         .await?;
         let sg_id = knp
@@ -226,7 +233,8 @@ async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<(
             .as_ref()
             .and_then(|s| s.security_group_id.clone())
             .unwrap_or_default();
-        port_groups_become(&h, &port, std::slice::from_ref(&sg_id)).await?;
+        let open = ctx_open.expect("open groups with policies");
+        port_groups_become(&h, &port, &[sg_id.clone(), open.egress.clone()]).await?;
 
         // the group changed behind the controller's back (a rule deleted,
         // one added) is repaired at the next comparison with Neutron
@@ -259,22 +267,22 @@ async fn a_group_no_policy_owns_is_deleted_after_a_restart() -> anyhow::Result<(
         // gone behind the controller's back, KNP and all
         let unfinalize = json!({"metadata": {"finalizers": null}});
         nps.patch(
-            "deny-all",
+            "port-80",
             &PatchParams::default(),
             &Patch::Merge(&unfinalize),
         )
         .await?;
-        nps.delete("deny-all", &DeleteParams::default()).await?;
+        nps.delete("port-80", &DeleteParams::default()).await?;
         knps.patch(
-            "deny-all",
+            "port-80",
             &PatchParams::default(),
             &Patch::Merge(&unfinalize),
         )
         .await?;
-        knps.delete("deny-all", &DeleteParams::default()).await?;
+        knps.delete("port-80", &DeleteParams::default()).await?;
         wait_until("policy and KNP gone", WAIT, EVERY, || async {
-            let gone = nps.get_opt("deny-all").await?.is_none()
-                && knps.get_opt("deny-all").await?.is_none();
+            let gone =
+                nps.get_opt("port-80").await?.is_none() && knps.get_opt("port-80").await?.is_none();
             Ok(gone.then_some(()))
         })
         .await?;
@@ -306,6 +314,7 @@ async fn egress_towards_pods_admits_the_cluster_ips_of_their_services() -> anyho
     let h = Harness::new("npsvc", "10.238.2.0/24").await?;
     let body = async {
         let ctx = h.context(POLICY_CONF, Options::default()).await?;
+        let open = ctx.open_groups.clone().expect("open groups with policies");
         let ctl = start(ctx);
         let (_, web_ip) = pod(&h, "web", "web").await?;
         let (client_port, _) = pod(&h, "client", "client").await?;
@@ -330,14 +339,15 @@ async fn egress_towards_pods_admits_the_cluster_ips_of_their_services() -> anyho
             (r.port_range_min, r.port_range_max),
             (Some(8080), Some(8080))
         );
-        // ingress not isolated: open
-        assert_eq!(knp.spec.ingress_sg_rules.len(), 1);
+        // ingress not isolated: no rule here, the open ingress group on the
+        // client's port
+        assert!(knp.spec.ingress_sg_rules.is_empty());
         assert_eq!(knp.spec.policy_types, vec!["Egress"]);
         let sg = knp
             .status
             .and_then(|s| s.security_group_id)
             .unwrap_or_default();
-        port_groups_become(&h, &client_port, std::slice::from_ref(&sg)).await?;
+        port_groups_become(&h, &client_port, &[sg.clone(), open.ingress.clone()]).await?;
 
         // a Service in front of web: port 80 leads to 8080
         let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);

@@ -151,7 +151,19 @@ async fn policies_converge_after_a_controller_kill_and_a_neutron_outage() -> any
             },
         )
         .await?;
+        // the policies isolate ingress only: the open egress group too
+        let open_egress = n
+            .list_security_groups(&Query::new().tags([
+                plan::cluster_tag(&h.cluster),
+                "kuryr-group:open-egress".to_string(),
+            ]))
+            .await?
+            .into_iter()
+            .next()
+            .map(|g| g.id)
+            .unwrap_or_default();
         let mut all: Vec<String> = groups.values().cloned().collect();
+        all.push(open_egress);
         all.sort();
 
         // servers carry all policy groups, clients their defaults

@@ -160,13 +160,20 @@ async fn two_projects_get_their_own_networks_ports_and_groups() -> anyhow::Resul
             .and_then(|s| s.security_group_id)
             .unwrap_or_default();
         assert_eq!(n.get_security_group(&sg).await?.project_id, projects[0]);
+        // deny-all isolates ingress only: the cluster's open egress group,
+        // shared with the project, too
+        let open = ctx.open_groups.clone().expect("open groups with policies");
+        let mut want = vec![sg.clone(), open.egress.clone()];
+        want.sort();
         kuryr_stack_tests::wait_until(
             "a's pod in deny-all's group",
             WAIT,
             Duration::from_millis(200),
             || async {
                 let have = n.get_port(&a.0.id).await?.security_groups;
-                Ok((have == vec![sg.clone()]).then_some(()))
+                let mut have = have;
+                have.sort();
+                Ok((have == want).then_some(()))
             },
         )
         .await?;

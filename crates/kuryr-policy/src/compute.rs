@@ -120,7 +120,8 @@ pub fn selected_pods<'w>(
 ///
 /// A direction the policy isolates gets the union of its rules (plus, for
 /// ingress, [`crate::Settings::always_allowed_ingress`]); the other direction
-/// gets allow-all rules, since the group replaces the pods' default groups.
+/// gets no rule: whether it is open for a pod depends on all the policies
+/// selecting it (another may isolate it), which the caller decides.
 pub fn compute(policy: &NetworkPolicy, world: &World) -> Result<PolicyRules, PolicyError> {
     let namespace = policy_namespace(policy)?;
     let default_spec = NetworkPolicySpec::default();
@@ -138,8 +139,6 @@ pub fn compute(policy: &NetworkPolicy, world: &World) -> Result<PolicyRules, Pol
         for cidr in &world.settings.always_allowed_ingress {
             ingress.allow_cidr(*cidr);
         }
-    } else {
-        ingress.allow_all();
     }
 
     let mut egress = Expander::new(Direction::Egress, world, namespace, &selected, &namespaces);
@@ -147,8 +146,6 @@ pub fn compute(policy: &NetworkPolicy, world: &World) -> Result<PolicyRules, Pol
         for (i, rule) in spec.egress.iter().flatten().enumerate() {
             egress.expand_rule(i, rule.to.as_ref(), rule.ports.as_ref(), &mut warnings)?;
         }
-    } else {
-        egress.allow_all();
     }
 
     Ok(PolicyRules {
@@ -195,11 +192,12 @@ mod tests {
     }
 
     #[test]
-    fn deny_all_ingress_leaves_egress_open() {
+    fn deny_all_ingress_leaves_egress_to_the_caller() {
         let w = world(vec![pod("ns", "a", &[], &["10.0.0.1"])], vec![]);
         let out = compute(&policy("ns", json!({"podSelector": {}})), &w).unwrap();
         assert!(out.ingress.is_empty());
-        assert_eq!(show(&out.egress), ALL_OUT);
+        // not isolated: no rule here (another policy may isolate it)
+        assert!(out.egress.is_empty());
         // Explicit `ingress: []` is the same.
         let out2 = compute(&policy("ns", json!({"podSelector": {}, "ingress": []})), &w).unwrap();
         assert_eq!(out, out2);
@@ -209,6 +207,12 @@ mod tests {
     fn empty_ingress_rule_allows_everything() {
         let out = compute(&policy("ns", json!({"ingress": [{}]})), &World::default()).unwrap();
         assert_eq!(show(&out.ingress), ALL_IN);
+        assert!(out.egress.is_empty());
+        let out = compute(
+            &policy("ns", json!({"policyTypes": ["Egress"], "egress": [{}]})),
+            &World::default(),
+        )
+        .unwrap();
         assert_eq!(show(&out.egress), ALL_OUT);
         let out = compute(
             &policy("ns", json!({"ingress": [{"from": [], "ports": []}]})),
@@ -219,13 +223,13 @@ mod tests {
     }
 
     #[test]
-    fn egress_only_policy_keeps_ingress_open_and_denies_egress() {
+    fn egress_only_policy_has_no_ingress_rules_and_denies_egress() {
         let out = compute(
             &policy("ns", json!({"policyTypes": ["Egress"], "ingress": [{}]})),
             &World::default(),
         )
         .unwrap();
-        assert_eq!(show(&out.ingress), ALL_IN);
+        assert!(out.ingress.is_empty());
         assert!(out.egress.is_empty());
     }
 
@@ -245,10 +249,10 @@ mod tests {
                 "ingress IPv6 any fd00:1::/64"
             ]
         );
-        assert_eq!(show(&out.egress), ["egress IPv4 any anywhere"]);
-        // Not isolated: allow-all already covers the always-allowed sources.
+        assert!(out.egress.is_empty());
+        // Not isolated: no rule, the always-allowed sources neither.
         let out = compute(&policy("ns", json!({"policyTypes": ["Egress"]})), &w).unwrap();
-        assert_eq!(show(&out.ingress), ["ingress IPv4 any anywhere"]);
+        assert!(out.ingress.is_empty());
     }
 
     #[test]
@@ -300,9 +304,15 @@ mod tests {
                 "affectedPods": [{"podIP": "10.0.0.5", "podNamespace": "ns"}]
             }])
         );
-        assert_eq!(out.egress_knp().len(), 2);
+        assert!(out.egress_knp().is_empty(), "egress not isolated");
+        let open = compute(
+            &policy("ns", json!({"policyTypes": ["Egress"], "egress": [{}]})),
+            &w,
+        )
+        .unwrap();
+        assert_eq!(open.egress_knp().len(), 2);
         assert!(
-            out.egress_knp()
+            open.egress_knp()
                 .iter()
                 .all(|r| r.namespace.is_none() && r.affected_pods.is_none())
         );

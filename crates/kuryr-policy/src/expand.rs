@@ -101,13 +101,6 @@ impl<'a, 'w> Expander<'a, 'w> {
         self.add(rule, None, []);
     }
 
-    /// Allows everything for every enabled family.
-    pub fn allow_all(&mut self) {
-        for eth in families(self.world) {
-            self.add(Rule::allow_all(self.direction, eth), None, []);
-        }
-    }
-
     /// Expands the rule `spec.<direction>[index]`; unresolvable named ports
     /// are skipped and reported in `warnings`.
     pub fn expand_rule(

@@ -8,7 +8,8 @@
 //!   (pods → one host prefix per pod IP, whole namespaces → the namespace
 //!   subnets when known, `ipBlock` → the CIDR minus its `except` entries)
 //!   crossed with every port (numeric, ranges, named ports);
-//! * for each direction it does not isolate, allow-all rules.
+//! * for each direction it does not isolate, no rule: the caller opens it
+//!   (a group of its own) for pods no selecting policy isolates it for.
 //!
 //! [`compute`] takes the policy and a [`World`] snapshot and returns
 //! [`PolicyRules`], available as typed [`Rule`]s and in the kuryr-kubernetes

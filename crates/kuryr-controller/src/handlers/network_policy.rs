@@ -223,6 +223,65 @@ pub async fn reconcile_groups(
     Ok(orphans.len())
 }
 
+/// The cluster's two open groups ([`policy::OpenGroups`]): found by their
+/// tags or made, each holding exactly the allow-all rules of its direction
+/// (Neutron's default egress rules of a new group are removed from the
+/// ingress one). `ipv6`: also IPv6 rules.
+pub async fn ensure_open_groups(
+    os: &kuryr_openstack::Client,
+    project_id: &str,
+    tags: &[String],
+    cluster_id: &str,
+) -> Result<policy::OpenGroups, kuryr_openstack::Error> {
+    let n = os.neutron();
+    let mut ids = Vec::new();
+    for direction in ["ingress", "egress"] {
+        let mut t = tags.to_vec();
+        t.push(format!("kuryr-group:open-{direction}"));
+        let g = n
+            .ensure_security_group(
+                &t,
+                &SecurityGroupCreate {
+                    name: format!("kuryr/{cluster_id}/open-{direction}"),
+                    description: Some(format!(
+                        "kuryr-rs cluster {cluster_id}: on pods whose policies do not isolate {direction}, admits all {direction}"
+                    )),
+                    project_id: Some(project_id.to_owned()),
+                    stateful: None,
+                },
+            )
+            .await?;
+        let all = |ethertype: &str| kuryr_policy::SgRule {
+            direction: direction.into(),
+            ethertype: ethertype.into(),
+            ..Default::default()
+        };
+        let wanted = vec![all("IPv4"), all("IPv6")];
+        let have: Vec<_> = g
+            .security_group_rules
+            .iter()
+            .map(policy::from_neutron)
+            .collect();
+        let d = kuryr_policy::diff(&have, &wanted);
+        if !d.is_empty() {
+            let bodies: Vec<_> = d
+                .to_add
+                .iter()
+                .map(|r| policy::to_neutron(&g.id, r))
+                .collect();
+            n.create_security_group_rules(&bodies).await?;
+            for id in &d.to_delete {
+                n.delete_security_group_rule(id).await?;
+            }
+        }
+        ids.push(g.id);
+    }
+    Ok(policy::OpenGroups {
+        egress: ids.pop().unwrap_or_default(),
+        ingress: ids.pop().unwrap_or_default(),
+    })
+}
+
 fn group_tags(ctx: &Context, np: &NetworkPolicy) -> Vec<String> {
     let mut tags = ctx.drivers.tags.clone();
     tags.push(policy::group_tag(

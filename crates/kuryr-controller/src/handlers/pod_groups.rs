@@ -70,8 +70,13 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
     } else {
         ctx.settings.security_groups.clone()
     };
-    let wanted = match policy::pod_groups(&pod, knps.iter().map(|k| k.as_ref()), &defaults, access)
-    {
+    let wanted = match policy::pod_groups(
+        &pod,
+        knps.iter().map(|k| k.as_ref()),
+        &defaults,
+        access,
+        ctx.open_groups.as_ref(),
+    ) {
         Groups::Set(g) => g,
         Groups::NotYet => return Ok(Action::await_change()),
     };
@@ -127,7 +132,7 @@ pub async fn at_creation(
     let knps: Api<KuryrNetworkPolicy> = Api::namespaced(ctx.kube.clone(), &ns);
     let knps = knps.list(&kube::api::ListParams::default()).await?.items;
     let access = ctx.node_groups.as_ref().map(|g| g.access.as_str());
-    match policy::pod_groups(pod, &knps, defaults, access) {
+    match policy::pod_groups(pod, &knps, defaults, access, ctx.open_groups.as_ref()) {
         Groups::Set(wanted) if !policy::same_groups(&port.security_groups, &wanted) => {
             let body = PortUpdate {
                 security_groups: Some(wanted.clone()),
