@@ -178,6 +178,12 @@ max_pool_size = 20
 lock_path = $OS/neutron/lock
 [oslo_messaging_notifications]
 driver = noop
+# a test cluster's projects hold many groups and rules (a NetworkPolicy is a
+# group; its rules grow with pods): Neutron's defaults (10 groups, 100
+# rules per project) are a production operator's to choose
+[quotas]
+quota_security_group = -1
+quota_security_group_rule = -1
 $(authtoken_section neutron)
 INI
     "${NEUTRON_BACKEND}_ml2_config" > "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini"
@@ -311,11 +317,12 @@ os_migrate() {
 # uwsgi NAME PORT WSGI PROCESSES THREADS: serve a WSGI app on loopback.
 # uwsgi's --http-socket has no keep-alive but does not say so: without
 # "Connection: close" pooled clients reuse closed sockets and fail.
+# uwsgi_app NAME PORT WSGI PROCESSES THREADS [UWSGI OPTION...]
 uwsgi_app() {
     start "$1" uwsgi --plugin python3 --master --enable-threads --die-on-term --lazy-apps --need-app \
         --disable-logging --buffer-size 65535 --add-header "Connection: close" \
         --http-socket "$H:$2" --wsgi-file "$3" --processes "$4" --threads "$5" \
-        --logto "$LOGS/$1.uwsgi.log"
+        --logto "$LOGS/$1.uwsgi.log" "${@:6}"
 }
 
 keystone_token() {
@@ -371,7 +378,12 @@ openstack_up() {
     wait_for "RabbitMQ $H:$RABBIT_PORT" 120 rabbit_ready
     start neutron-server neutron-server "${NEUTRON_CONF[@]}"
     if [ "$b" = ovn ]; then ovn_controller_up; else ovs_agents_start; fi
-    uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8
+    # the ovn provider opens a new OVN NB connection each time the API
+    # loads it and never closes it: past 1024 descriptors select() fails
+    # ("filedescriptor out of range"), every ovn call answers "Provider
+    # 'ovn' was not found" and the listen queue fills (seen after ~450 load
+    # balancers). The worker is replaced every 200 requests, closing them.
+    uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8 --max-requests 200
     PYTHONPATH=$OS/octavia/pyext start octavia-worker octavia-worker \
         --config-file "$OS_ETC/octavia/octavia-worker.conf" --log-file "$LOGS/octavia-worker.log"
     # the ovn provider reports load balancers' status through the driver

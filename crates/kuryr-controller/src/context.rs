@@ -16,6 +16,10 @@ use std::time::Duration;
 pub struct Options {
     /// Only pods matching this label selector (all when `None`).
     pub pod_selector: Option<String>,
+    /// Only NetworkPolicies of namespaces matching this label selector are
+    /// enforced (all when `None`): another controller, or none, handles
+    /// the others.
+    pub namespace_selector: Option<String>,
     /// Only nodes matching this label selector get a node port (all when
     /// `None`).
     pub node_selector: Option<String>,
@@ -59,6 +63,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             pod_selector: None,
+            namespace_selector: None,
             node_selector: None,
             gc_dry_run: false,
             gc_interval: Duration::from_secs(300),

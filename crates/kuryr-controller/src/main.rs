@@ -36,6 +36,10 @@ struct Args {
     /// Handle only pods matching this label selector.
     #[arg(long)]
     pod_selector: Option<String>,
+    /// Enforce only the NetworkPolicies of namespaces matching this label
+    /// selector.
+    #[arg(long)]
+    namespace_selector: Option<String>,
     /// Only nodes matching this label selector get a node port ([node_port]
     /// enabled): e.g. the bare-metal nodes of a cluster whose other nodes
     /// are VMs reaching their pods through their own NIC.
@@ -149,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
     lease.name = name.to_owned();
     let options = kuryr_controller::Options {
         pod_selector: args.pod_selector,
+        namespace_selector: args.namespace_selector,
         node_selector: args.node_selector,
         gc_dry_run: args.gc_dry_run,
         gc_interval: Duration::from_secs(args.gc_interval),

@@ -69,7 +69,7 @@ async fn a_namespace_gets_its_own_network_for_its_pods_and_loses_it_with_the_nam
         let v = serde_json::to_value(&kns)?;
         assert_eq!(
             v["spec"],
-            json!({"nsName": h.ns, "projectId": project, "nsLabels": {"tier": "a", "team": "x", "kubernetes.io/metadata.name": h.ns}}),
+            json!({"nsName": h.ns, "projectId": project, "nsLabels": {"tier": "a", "team": "x", "kubernetes.io/metadata.name": h.ns, "kuryr-test": h.label}}),
             "{v}"
         );
         assert_eq!(
@@ -135,7 +135,7 @@ async fn a_namespace_gets_its_own_network_for_its_pods_and_loses_it_with_the_nam
             &Patch::Merge(json!({"metadata": {"labels": {"team": null, "tier": "b"}}})),
         )
         .await?;
-        let want = json!({"tier": "b", "kubernetes.io/metadata.name": h.ns});
+        let want = json!({"tier": "b", "kubernetes.io/metadata.name": h.ns, "kuryr-test": h.label});
         wait_until(
             "KuryrNetwork labels follow the namespace",
             WAIT,

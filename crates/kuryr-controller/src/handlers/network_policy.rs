@@ -308,6 +308,16 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
     let ns = np.metadata.namespace.clone().unwrap_or_default();
     let name = np.metadata.name.clone().unwrap_or_default();
     let qualified = format!("{ns}/{name}");
+    if let Some(sel) = &ctx.options.namespace_selector {
+        // another controller's (or nobody's) namespace
+        let nss: Api<Namespace> = Api::all(ctx.kube.clone());
+        let lp = ListParams::default()
+            .labels(sel)
+            .fields(&format!("metadata.name={ns}"));
+        if nss.list_metadata(&lp).await?.items.is_empty() {
+            return Ok(Action::await_change());
+        }
+    }
     if np.metadata.deletion_timestamp.is_some() {
         crate::lock(&st.seen).remove(&qualified);
         if crate::plan::has_finalizer(&np.metadata, NETWORKPOLICY_FINALIZER) {

@@ -114,17 +114,20 @@ impl Harness {
             }
         };
         let ns = unique_name(&format!("{prefix}-"), 40);
+        let label = unique_name(prefix, 40);
         let nss: Api<Namespace> = Api::all(kube.clone());
         nss.create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            &serde_json::from_value(
+                json!({"metadata": {"name": ns, "labels": {"kuryr-test": label}}}),
+            )?,
         )
         .await?;
         Ok(Self {
             pods: Api::namespaced(kube.clone(), &ns),
             kps: Api::namespaced(kube.clone(), &ns),
             cluster: unique_name("c", 30),
-            label: unique_name(prefix, 40),
+            label,
             env,
             kube,
             os,
@@ -180,6 +183,7 @@ impl Harness {
                 self.cluster.clone(),
                 Options {
                     pod_selector: Some(format!("kuryr-test={}", self.label)),
+                    namespace_selector: Some(format!("kuryr-test={}", self.label)),
                     ..options
                 },
             )
@@ -516,6 +520,7 @@ pub fn spawn(
         .args(["--kubeconfig", h.env.get("KUBECONFIG")?])
         .args(["--cluster-id", &h.cluster])
         .args(["--pod-selector", &format!("kuryr-test={}", h.label)])
+        .args(["--namespace-selector", &format!("kuryr-test={}", h.label)])
         .args(["--metrics-address", "127.0.0.1:0"])
         .args(["--leader-lease", &format!("{}/kuryr-controller", h.ns)])
         .args(["--gc-interval", "0", "--pool-cool-down", "1"])
