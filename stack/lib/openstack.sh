@@ -378,12 +378,14 @@ openstack_up() {
     wait_for "RabbitMQ $H:$RABBIT_PORT" 120 rabbit_ready
     start neutron-server neutron-server "${NEUTRON_CONF[@]}"
     if [ "$b" = ovn ]; then ovn_controller_up; else ovs_agents_start; fi
-    # the ovn provider opens a new OVN NB connection each time the API
-    # loads it and never closes it: past 1024 descriptors select() fails
-    # ("filedescriptor out of range"), every ovn call answers "Provider
-    # 'ovn' was not found" and the listen queue fills (seen after ~450 load
-    # balancers). The worker is replaced every 200 requests, closing them.
-    uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8 --max-requests 200
+    # the ovn provider leaks a descriptor and about 1.5 MB per provider call
+    # (README, Services): past ~1000 calls select() fails, every ovn call
+    # answers "Provider 'ovn' was not found" and the listen queue fills (a
+    # whole Netpol run gets there). A worker past 1200 MB (~700 calls) is
+    # replaced after its request. Not by request count: that counts the
+    # many status GETs too and would recycle often, and a recycle can drop
+    # a call the provider still finishes in the background.
+    uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8 --reload-on-rss 1200
     PYTHONPATH=$OS/octavia/pyext start octavia-worker octavia-worker \
         --config-file "$OS_ETC/octavia/octavia-worker.conf" --log-file "$LOGS/octavia-worker.log"
     # the ovn provider reports load balancers' status through the driver
