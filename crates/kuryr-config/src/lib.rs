@@ -37,6 +37,13 @@ pub struct Kubernetes {
     /// `pod_security_groups_driver`: `default` (the `[neutron_defaults]
     /// pod_security_groups` for every pod) or `policy` (NetworkPolicies).
     pub pod_security_groups_driver: String,
+    /// `network_policy_peers` (kuryr-rs): how a policy rule names the pods
+    /// of a `podSelector`/`namespaceSelector` peer. `remote_group`: one rule
+    /// per peer and port naming a security group the peer's pods' ports
+    /// carry, so rules do not grow with pods; `ip_prefix`: one rule per pod
+    /// IP and port, as kuryr-kubernetes wrote them; `auto` (default):
+    /// `remote_group` on ML2/OVN, else `ip_prefix`.
+    pub network_policy_peers: String,
     /// `enabled_handlers`.
     pub enabled_handlers: Vec<String>,
     /// `api_root`: apiserver URL (empty: in-cluster or kubeconfig).
@@ -262,6 +269,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "vif_pool_driver",
             "pod_subnets_driver",
             "pod_security_groups_driver",
+            "network_policy_peers",
             "enabled_handlers",
             "api_root",
             "token_file",
@@ -519,6 +527,12 @@ impl KuryrConfig {
                     "pod_security_groups_driver",
                     "default",
                     &["default", "policy"],
+                )?,
+                network_policy_peers: choice(
+                    "kubernetes",
+                    "network_policy_peers",
+                    "auto",
+                    &["auto", "remote_group", "ip_prefix"],
                 )?,
                 enabled_handlers: handlers,
                 api_root: string("kubernetes", "api_root"),
@@ -818,5 +832,23 @@ password = s3cret
         let e = KuryrConfig::parse("[kubernetes]\npod_subnets_driver = tenant\n", |_| None)
             .unwrap_err();
         assert!(e.to_string().contains("namespace"), "{e}");
+    }
+
+    #[test]
+    fn network_policy_peers() {
+        let (c, _) = KuryrConfig::parse("", |_| None).unwrap();
+        assert_eq!(c.kubernetes.network_policy_peers, "auto");
+        let (c, w) =
+            KuryrConfig::parse("[kubernetes]\nnetwork_policy_peers = ip_prefix\n", |_| None)
+                .unwrap();
+        assert_eq!(c.kubernetes.network_policy_peers, "ip_prefix");
+        assert!(w.is_empty(), "{w:?}");
+        let e = KuryrConfig::parse(
+            "[kubernetes]\nnetwork_policy_peers = address_group\n",
+            |_| None,
+        )
+        .unwrap_err();
+        assert_eq!(e.option, "network_policy_peers", "{e}");
+        assert!(e.to_string().contains("remote_group"), "{e}");
     }
 }

@@ -126,6 +126,10 @@ pub struct Context {
     /// The groups opening a direction no policy of a pod isolates (with
     /// NetworkPolicies).
     pub open_groups: Option<crate::policy::OpenGroups>,
+    /// Policy rules name pods by peer-set groups (see
+    /// [`kuryr_policy::PeerSet`]): `[kubernetes] network_policy_peers =
+    /// remote_group`, or `auto` on ML2/OVN.
+    pub peer_groups: bool,
     /// The default groups of each project's pods but the default's (see
     /// [`crate::tenants`]).
     pub tenant_groups: Mutex<HashMap<String, Vec<String>>>,
@@ -228,6 +232,21 @@ impl Context {
         } else {
             None
         };
+        let peer_groups = enabled.policies
+            && match k.network_policy_peers.as_str() {
+                "remote_group" => true,
+                "ip_prefix" => false,
+                // auto: remote groups where they are known to hold (OVN's
+                // address sets); ML2/OVS's openvswitch firewall lost remote
+                // group members as ports came and went (see README)
+                _ => match os.neutron().agents().await {
+                    Ok(agents) => agents.iter().any(|a| a.agent_type.starts_with("OVN ")),
+                    Err(e) => {
+                        warnings.push(format!("[kubernetes] network_policy_peers = auto: Neutron's agents could not be listed ({e}); policies name pods by address (ip_prefix)"));
+                        false
+                    }
+                },
+            };
         // namespace networks need the namespace handler and the driver
         let namespace_driver = k.pod_subnets_driver == "namespace";
         if enabled.namespaces && !(namespace_driver && enabled.pods) {
@@ -394,6 +413,7 @@ impl Context {
             namespace_nets: Mutex::default(),
             tenant_groups: Mutex::default(),
             open_groups,
+            peer_groups,
             warnings,
         })
     }

@@ -63,6 +63,7 @@ async fn startup_reconcile(ctx: &Context) {
             let lbs = startup::reconcile_load_balancers(ctx, None).await?;
             let groups = if ctx.handlers.policies {
                 handlers::network_policy::reconcile_groups(ctx, None).await?
+                    + handlers::peer_groups::reconcile(ctx, None).await?
             } else {
                 0
             };
@@ -155,6 +156,7 @@ pub async fn run(
             let mut prev_lbs = std::collections::BTreeSet::new();
             let mut prev_orphans = std::collections::BTreeSet::new();
             let mut prev_groups = std::collections::BTreeSet::new();
+            let mut prev_peers = std::collections::BTreeSet::new();
             loop {
                 tokio::time::sleep(c.options.gc_interval).await;
                 if c.handlers.pods
@@ -168,6 +170,12 @@ pub async fn run(
                         handlers::network_policy::reconcile_groups(&c, Some(&mut prev_groups)).await
                 {
                     tracing::warn!(error = %e, "periodic reconciliation of policy groups failed");
+                }
+                if c.handlers.policies
+                    && let Err(e) =
+                        handlers::peer_groups::reconcile(&c, Some(&mut prev_peers)).await
+                {
+                    tracing::warn!(error = %e, "periodic reconciliation of peer-set groups failed");
                 }
                 if let Err(e) = startup::reconcile_load_balancers(&c, Some(&mut prev_lbs)).await {
                     tracing::warn!(error = %e, "periodic reconciliation of load balancers failed");

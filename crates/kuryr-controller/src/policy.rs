@@ -7,9 +7,10 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kuryr_crds::policy::PeerGroup;
 use kuryr_crds::{KuryrNetworkPolicy, KuryrNetworkPolicySpec};
 use kuryr_openstack::types::neutron::{SecurityGroupRule, SecurityGroupRuleCreate};
-use kuryr_policy::{PolicyRules, Selector, SgRule, World};
+use kuryr_policy::{Labels, PeerIds, PolicyRules, Selector, SgRule, World};
 
 /// Whether a pod takes part in policies: not on the host's network (its
 /// address is the node's), not finished, and with an address.
@@ -56,8 +57,14 @@ pub fn world<'a>(
     w
 }
 
-/// The KuryrNetworkPolicy spec of `policy` translated into `rules`.
-pub fn knp_spec(policy: &NetworkPolicy, rules: &PolicyRules) -> KuryrNetworkPolicySpec {
+/// The KuryrNetworkPolicy spec of `policy` translated into `rules`, the
+/// peer sets named by their groups in `ids` (a set without a group is left
+/// out, with the rules naming it).
+pub fn knp_spec(
+    policy: &NetworkPolicy,
+    rules: &PolicyRules,
+    ids: &PeerIds,
+) -> KuryrNetworkPolicySpec {
     let spec = policy.spec.clone().unwrap_or_default();
     let types = kuryr_policy::policy_types(&spec).unwrap_or(kuryr_policy::PolicyTypes {
         ingress: true,
@@ -71,8 +78,19 @@ pub fn knp_spec(policy: &NetworkPolicy, rules: &PolicyRules) -> KuryrNetworkPoli
         policy_types.push("Egress".to_owned());
     }
     KuryrNetworkPolicySpec {
-        ingress_sg_rules: rules.ingress_knp(),
-        egress_sg_rules: rules.egress_knp(),
+        ingress_sg_rules: rules.ingress_knp(ids),
+        egress_sg_rules: rules.egress_knp(ids),
+        peer_groups: rules
+            .peer_sets
+            .iter()
+            .filter_map(|p| {
+                let id = ids.get(&p.set().ok()?)?;
+                Some(PeerGroup {
+                    id: id.clone(),
+                    peers: p.clone(),
+                })
+            })
+            .collect(),
         pod_selector: serde_json::to_value(spec.pod_selector.unwrap_or_default())
             .unwrap_or_default(),
         policy_types,
@@ -225,6 +243,41 @@ pub fn pod_groups<'a>(
     groups.sort();
     groups.dedup();
     Groups::Set(groups)
+}
+
+/// The peer-set groups (KNPs' `peerGroups`) a pod of namespace `ns` (whose
+/// labels are `ns_labels`) with `labels` is a member of: its ports carry
+/// them, so the rules naming them admit it. A KNP being deleted no longer
+/// counts (its rules go with its group). Sorted, no duplicates.
+pub fn peer_groups<'a>(
+    ns: &str,
+    ns_labels: &Labels,
+    labels: &Labels,
+    knps: impl IntoIterator<Item = &'a KuryrNetworkPolicy>,
+) -> Vec<String> {
+    let mut out: Vec<String> = knps
+        .into_iter()
+        .filter(|k| k.metadata.deletion_timestamp.is_none())
+        .flat_map(|k| &k.spec.peer_groups)
+        .filter(|g| {
+            g.peers
+                .matcher()
+                .is_ok_and(|m| m.contains(ns, ns_labels, labels))
+        })
+        .map(|g| g.id.clone())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The peer-set groups known from `knps`, by set (their IDs, so a pass
+/// that finds every set here needs no Neutron call to name them).
+pub fn known_peer_ids<'a>(knps: impl IntoIterator<Item = &'a KuryrNetworkPolicy>) -> PeerIds {
+    knps.into_iter()
+        .flat_map(|k| &k.spec.peer_groups)
+        .filter_map(|g| Some((g.peers.set().ok()?, g.id.clone())))
+        .collect()
 }
 
 /// Whether two group lists hold the same groups, whatever their order.
@@ -413,13 +466,93 @@ mod tests {
         .unwrap();
         let w = world([&pod("a", json!({"app": "web"}))], [], [], false);
         let rules = kuryr_policy::compute(&np, &w).unwrap();
-        let spec = knp_spec(&np, &rules);
+        let spec = knp_spec(&np, &rules, &PeerIds::new());
         assert_eq!(spec.policy_types, vec!["Ingress", "Egress"]);
         assert_eq!(spec.pod_selector, json!({"matchLabels": {"app": "web"}}));
         // ingress isolated with no rule: nothing in; egress to anywhere
         assert!(spec.ingress_sg_rules.is_empty());
         assert_eq!(spec.egress_sg_rules.len(), 1);
         assert_eq!(spec.egress_sg_rules[0].sg_rule.remote_ip_prefix, None);
+    }
+
+    #[test]
+    fn peer_sets_in_the_knp_and_their_members() {
+        let np: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "np", "namespace": "a"},
+            "spec": {"podSelector": {},
+                     "ingress": [{"from": [
+                         {"podSelector": {"matchLabels": {"app": "client"}}},
+                         {"namespaceSelector": {"matchLabels": {"team": "x"}},
+                          "podSelector": {"matchLabels": {"app": "client"}}}]}]}
+        }))
+        .unwrap();
+        let mut w = world([&pod("a", json!({"app": "client"}))], [], [], false);
+        w.settings.peer_groups = true;
+        let rules = kuryr_policy::compute(&np, &w).unwrap();
+        assert_eq!(rules.peer_sets.len(), 2);
+        // before the groups exist: neither rules nor groups in the spec
+        let none = knp_spec(&np, &rules, &PeerIds::new());
+        assert!(none.ingress_sg_rules.is_empty() && none.peer_groups.is_empty());
+        let ids: PeerIds = rules
+            .peer_sets
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.set().unwrap(), format!("g{i}")))
+            .collect();
+        let spec = knp_spec(&np, &rules, &ids);
+        assert_eq!(spec.ingress_sg_rules.len(), 2);
+        assert_eq!(spec.peer_groups.len(), 2);
+        let mut k = knp("a", json!({}), None);
+        k.spec = spec;
+        assert_eq!(known_peer_ids([&k]), ids);
+        let own = k
+            .spec
+            .peer_groups
+            .iter()
+            .find(|g| g.peers.namespace.is_some())
+            .unwrap()
+            .id
+            .clone();
+        let team = k
+            .spec
+            .peer_groups
+            .iter()
+            .find(|g| g.peers.namespace.is_none())
+            .unwrap()
+            .id
+            .clone();
+        let labels = |v: serde_json::Value| -> Labels { serde_json::from_value(v).unwrap() };
+        let client = labels(json!({"app": "client"}));
+        // a client of a: the own-namespace set; of a team=x namespace: the
+        // other; both when a is labelled team=x; nothing for other pods
+        assert_eq!(
+            peer_groups("a", &labels(json!({})), &client, [&k]),
+            vec![own.clone()]
+        );
+        assert_eq!(
+            peer_groups("b", &labels(json!({"team": "x"})), &client, [&k]),
+            vec![team.clone()]
+        );
+        let mut both = vec![own, team];
+        both.sort();
+        assert_eq!(
+            peer_groups("a", &labels(json!({"team": "x"})), &client, [&k]),
+            both
+        );
+        assert!(
+            peer_groups(
+                "a",
+                &labels(json!({})),
+                &labels(json!({"app": "web"})),
+                [&k]
+            )
+            .is_empty()
+        );
+        // a KNP being deleted names no member any more
+        k.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert!(peer_groups("a", &labels(json!({})), &client, [&k]).is_empty());
     }
 
     #[test]

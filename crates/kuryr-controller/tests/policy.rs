@@ -11,7 +11,7 @@
 mod common;
 
 use common::policy::{
-    EVERY, POLICY_CONF, WAIT, create_policy, group_keys, knp_where, pod, policy_apis,
+    EVERY, PEERS_CONF, POLICY_CONF, WAIT, create_policy, group_keys, knp_where, pod, policy_apis,
     port_groups_become, relabel, spec_keys,
 };
 use common::{Harness, start};
@@ -391,6 +391,132 @@ async fn egress_towards_pods_admits_the_cluster_ips_of_their_services() -> anyho
             Ok(nps.get_opt("client-to-web").await?.is_none().then_some(()))
         })
         .await?;
+        h.delete_all_pods(WAIT).await?;
+        ctl.stop().await;
+        Ok(())
+    };
+    finally(body, h.cleanup()).await
+}
+
+/// With `network_policy_peers = remote_group` (the default) a peer's pods
+/// are named by one group their ports carry: the policy's rules stay the
+/// same as pods come, go and change labels (their ports join and leave the
+/// group instead); two policies with the same peer share the group; the
+/// group holds no rule; when no policy names it any more it is deleted.
+#[tokio::test]
+async fn peers_are_groups_the_pods_carry_and_rules_do_not_grow() -> anyhow::Result<()> {
+    let h = Harness::new("nppeer", "10.238.5.0/24").await?;
+    let body = async {
+        let options = Options {
+            gc_interval: Duration::from_secs(2),
+            ..Options::default()
+        };
+        let ctx = h.context(PEERS_CONF, options).await?;
+        let defaults = ctx.settings.security_groups.clone();
+        let open = ctx.open_groups.clone().expect("open groups with policies");
+        let cluster = ctx.cluster_id.clone();
+        let ctl = start(ctx);
+        let n = h.os.neutron();
+        let (web_port, _) = pod(&h, "web", "web").await?;
+        let (c1_port, _) = pod(&h, "c1", "client").await?;
+        let (nps, knps) = policy_apis(&h);
+        let web_from_client = json!({"podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                         "ports": [{"port": 80}, {"port": 443}]}]});
+        create_policy(&nps, "web-from-client", web_from_client.clone()).await?;
+        let knp = knp_where(&knps, "web-from-client", "KNP naming the peer group", |k| {
+            k.spec.ingress_sg_rules.len() == 2 && k.spec.peer_groups.len() == 1
+        })
+        .await?;
+        let peer = &knp.spec.peer_groups[0];
+        let g = peer.id.clone();
+        assert_eq!(peer.peers.namespace.as_deref(), Some(h.ns.as_str()));
+        assert_eq!(
+            serde_json::to_value(&peer.peers.pod_selector)?,
+            json!({"matchLabels": {"app": "client"}})
+        );
+        for r in &knp.spec.ingress_sg_rules {
+            assert_eq!(r.sg_rule.remote_group_id.as_deref(), Some(g.as_str()));
+            assert_eq!(r.sg_rule.remote_ip_prefix, None);
+            assert_eq!(r.affected_pods, None);
+        }
+        // the group: named after its set, described, tagged, no rule
+        let sg = n.get_security_group(&g).await?;
+        let set = peer.peers.set()?;
+        assert_eq!(sg.name, set.group_name(&cluster));
+        assert_eq!(sg.description, set.description());
+        assert!(
+            sg.tags.contains(&format!("kuryr-peers:{}", set.digest())),
+            "{:?}",
+            sg.tags
+        );
+        assert!(
+            sg.security_group_rules.is_empty(),
+            "{:?}",
+            sg.security_group_rules
+        );
+        let policy_sg = knp
+            .status
+            .as_ref()
+            .and_then(|s| s.security_group_id.clone())
+            .unwrap_or_default();
+
+        // the client carries the group beside its defaults; web does not
+        let with_peer = |mut v: Vec<String>| {
+            v.push(g.clone());
+            v
+        };
+        port_groups_become(&h, &c1_port, &with_peer(defaults.clone())).await?;
+        port_groups_become(&h, &web_port, &[policy_sg.clone(), open.egress.clone()]).await?;
+
+        // more clients: their ports join, the rules stay as they were
+        let mut ports = Vec::new();
+        for i in 2..=4 {
+            let (p, _) = pod(&h, &format!("c{i}"), "client").await?;
+            ports.push(p);
+        }
+        for p in &ports {
+            port_groups_become(&h, p, &with_peer(defaults.clone())).await?;
+        }
+        let after = knps.get("web-from-client").await?;
+        assert_eq!(after.spec, knp.spec, "the rules do not follow the pods");
+        assert_eq!(group_keys(&n, &policy_sg).await?.len(), 2);
+
+        // a client relabelled leaves the group
+        relabel(&h, "c1", "other").await?;
+        port_groups_become(&h, &c1_port, &defaults).await?;
+        relabel(&h, "c1", "client").await?;
+        port_groups_become(&h, &c1_port, &with_peer(defaults.clone())).await?;
+
+        // a second policy with the same peer names the same group
+        create_policy(
+            &nps,
+            "also-from-client",
+            json!({"podSelector": {"matchLabels": {"app": "db"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}),
+        )
+        .await?;
+        let second = knp_where(&knps, "also-from-client", "second KNP", |k| {
+            k.spec.peer_groups.len() == 1
+        })
+        .await?;
+        assert_eq!(second.spec.peer_groups[0].id, g);
+
+        // both gone: the ports drop the group, which is then deleted
+        nps.delete("web-from-client", &DeleteParams::default())
+            .await?;
+        nps.delete("also-from-client", &DeleteParams::default())
+            .await?;
+        port_groups_become(&h, &c1_port, &defaults).await?;
+        wait_until("the peer group deleted", WAIT, EVERY, || async {
+            match n.get_security_group(&g).await {
+                Err(e) if e.is_not_found() => Ok(Some(())),
+                Err(e) => Err(e.into()),
+                Ok(_) => Ok(None),
+            }
+        })
+        .await?;
+
         h.delete_all_pods(WAIT).await?;
         ctl.stop().await;
         Ok(())

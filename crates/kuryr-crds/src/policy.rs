@@ -3,7 +3,7 @@
 //! Neutron has (`status`), as kuryr-kubernetes wrote it.
 
 use kube::CustomResource;
-use kuryr_policy::{KnpRule, SgRule};
+use kuryr_policy::{KnpRule, PeerSpec, SgRule};
 use serde::{Deserialize, Serialize};
 
 /// Finalizer on a NetworkPolicy and on its KuryrNetworkPolicy until the
@@ -46,6 +46,21 @@ pub struct KuryrNetworkPolicySpec {
     /// The directions the policy isolates (`Ingress`, `Egress`).
     #[serde(default)]
     pub policy_types: Vec<String>,
+    /// kuryr-rs: the groups the rules name by `remote_group_id` and which
+    /// pods' ports carry them (absent when rules name pods by address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_groups: Vec<PeerGroup>,
+}
+
+/// The group of a peer set a policy's rules name (kuryr-rs, `[kubernetes]
+/// network_policy_peers = remote_group`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct PeerGroup {
+    /// The group's ID.
+    pub id: String,
+    /// The pods whose ports carry it.
+    #[serde(flatten)]
+    pub peers: PeerSpec,
 }
 
 /// Status of a KuryrNetworkPolicy: the group and the rules it has.
@@ -114,6 +129,34 @@ mod tests {
         assert_eq!(
             back["status"]["securityGroupRules"][0]["security_group_id"],
             "sg1"
+        );
+        // no peer groups: no such field, as kuryr-kubernetes wrote it
+        assert!(back["spec"].get("peerGroups").is_none());
+    }
+
+    #[test]
+    fn peer_groups_round_trip() {
+        let spec: KuryrNetworkPolicySpec = serde_json::from_value(json!({
+            "ingressSgRules": [{"sgRule": {"direction": "ingress", "ethertype": "IPv4",
+                                           "remote_group_id": "g1"}}],
+            "egressSgRules": [], "podSelector": {}, "policyTypes": ["Ingress"],
+            "peerGroups": [{"id": "g1", "namespaceSelector": {"matchLabels": {"team": "a"}},
+                            "podSelector": {"matchLabels": {"app": "client"}}}]
+        }))
+        .unwrap();
+        let g = &spec.peer_groups[0];
+        assert_eq!(g.id, "g1");
+        assert_eq!(g.peers.namespace, None);
+        assert!(g.peers.matcher().is_ok());
+        assert_eq!(
+            spec.ingress_sg_rules[0].sg_rule.remote_group_id.as_deref(),
+            Some("g1")
+        );
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            back["peerGroups"][0],
+            json!({"id": "g1", "namespaceSelector": {"matchLabels": {"team": "a"}},
+                   "podSelector": {"matchLabels": {"app": "client"}}})
         );
     }
 

@@ -770,6 +770,26 @@ pub struct SubPortRef {
     pub port_id: String,
 }
 
+/// A Neutron agent (`GET /v2.0/agents`, admin only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Agent {
+    /// ID.
+    #[serde(default)]
+    pub id: String,
+    /// Kind, e.g. `Open vSwitch agent`, `OVN Controller agent`.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub agent_type: String,
+    /// Host it runs on.
+    #[serde(default, deserialize_with = "crate::null_default")]
+    pub host: String,
+    /// Whether it reported recently.
+    #[serde(default)]
+    pub alive: bool,
+    /// Everything else.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
 /// An API extension (`GET /v2.0/extensions`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Extension {

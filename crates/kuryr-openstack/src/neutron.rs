@@ -825,6 +825,11 @@ impl Neutron {
         self.list("extensions", &Query::new()).await
     }
 
+    /// The agents Neutron knows (admin only).
+    pub async fn agents(&self) -> Result<Vec<Agent>> {
+        self.list("agents", &Query::new()).await
+    }
+
     /// Whether extension `alias` is loaded.
     pub async fn has_extension(&self, alias: &str) -> Result<bool> {
         Ok(self.extensions().await?.iter().any(|e| e.alias == alias))

@@ -5,7 +5,9 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use crate::expand::Expander;
 use crate::peers::Namespaces;
 use crate::selector::{pod_selector, policy_namespace};
-use crate::{AffectedPod, Direction, KnpRule, Pod, PolicyError, Rule, SgRule, World};
+use crate::{
+    AffectedPod, Direction, KnpRule, PeerIds, PeerSpec, Pod, PolicyError, Rule, SgRule, World,
+};
 
 /// One wanted rule with kuryr-kubernetes' bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +23,14 @@ pub struct RuleEntry {
 }
 
 impl RuleEntry {
-    /// The KuryrNetworkPolicy form.
-    pub fn to_knp(&self) -> KnpRule {
-        KnpRule {
-            sg_rule: self.rule.to_sg_rule(),
+    /// The KuryrNetworkPolicy form; `None` for a rule naming a peer set
+    /// that has no group in `ids` (see [`Rule::to_sg_rule`]).
+    pub fn to_knp(&self, ids: &PeerIds) -> Option<KnpRule> {
+        Some(KnpRule {
+            sg_rule: self.rule.to_sg_rule(ids)?,
             namespace: self.namespace.clone(),
             affected_pods: (!self.affected_pods.is_empty()).then(|| self.affected_pods.clone()),
-        }
+        })
     }
 }
 
@@ -35,7 +38,7 @@ impl RuleEntry {
 ///
 /// Each list is sorted, has no two rules allowing the same traffic, and no
 /// rule whose traffic another rule of the list already allows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicyRules {
     /// Ingress rules.
     pub ingress: Vec<RuleEntry>,
@@ -43,26 +46,42 @@ pub struct PolicyRules {
     pub egress: Vec<RuleEntry>,
     /// Parts of the policy that could not be represented and were skipped.
     pub warnings: Vec<String>,
+    /// The peer sets the rules name (only with
+    /// [`crate::Settings::peer_groups`]), sorted by set: the caller makes
+    /// their groups and gives them to the sets' members.
+    pub peer_sets: Vec<PeerSpec>,
 }
 
 impl PolicyRules {
-    /// `spec.ingressSgRules` of the KuryrNetworkPolicy.
-    pub fn ingress_knp(&self) -> Vec<KnpRule> {
-        self.ingress.iter().map(RuleEntry::to_knp).collect()
+    /// `spec.ingressSgRules` of the KuryrNetworkPolicy (a rule naming a peer
+    /// set without a group in `ids` is left out).
+    pub fn ingress_knp(&self, ids: &PeerIds) -> Vec<KnpRule> {
+        self.ingress.iter().filter_map(|e| e.to_knp(ids)).collect()
     }
 
-    /// `spec.egressSgRules` of the KuryrNetworkPolicy.
-    pub fn egress_knp(&self) -> Vec<KnpRule> {
-        self.egress.iter().map(RuleEntry::to_knp).collect()
+    /// `spec.egressSgRules` of the KuryrNetworkPolicy, like
+    /// [`PolicyRules::ingress_knp`].
+    pub fn egress_knp(&self, ids: &PeerIds) -> Vec<KnpRule> {
+        self.egress.iter().filter_map(|e| e.to_knp(ids)).collect()
     }
 
-    /// Every wanted rule (ingress, then egress), the input of [`crate::diff()`].
-    pub fn sg_rules(&self) -> Vec<SgRule> {
+    /// Every wanted rule (ingress, then egress), the input of
+    /// [`crate::diff()`], like [`PolicyRules::ingress_knp`].
+    pub fn sg_rules(&self, ids: &PeerIds) -> Vec<SgRule> {
         self.ingress
             .iter()
             .chain(&self.egress)
-            .map(|e| e.rule.to_sg_rule())
+            .filter_map(|e| e.rule.to_sg_rule(ids))
             .collect()
+    }
+
+    /// Whether every peer set named has a group in `ids`.
+    pub fn resolved(&self, ids: &PeerIds) -> bool {
+        self.ingress
+            .iter()
+            .chain(&self.egress)
+            .filter_map(|e| e.rule.peers.as_ref())
+            .all(|set| ids.contains_key(set))
     }
 }
 
@@ -148,10 +167,14 @@ pub fn compute(policy: &NetworkPolicy, world: &World) -> Result<PolicyRules, Pol
         }
     }
 
+    let (ingress, mut sets) = ingress.finish();
+    let (egress, egress_sets) = egress.finish();
+    sets.extend(egress_sets);
     Ok(PolicyRules {
-        ingress: ingress.finish(),
-        egress: egress.finish(),
+        ingress,
+        egress,
         warnings,
+        peer_sets: sets.into_values().collect(),
     })
 }
 
@@ -278,8 +301,11 @@ mod tests {
             json!({"ingress": [{"from": from_a, "ports": [{"port": 80}]}, {"from": from_a}]});
         let out = compute(&policy("ns", spec), &w).unwrap();
         assert_eq!(show(&out.ingress), ["ingress IPv4 any 10.0.0.5/32"]);
-        let keys: std::collections::BTreeSet<_> =
-            out.sg_rules().iter().map(crate::rule_key).collect();
+        let keys: std::collections::BTreeSet<_> = out
+            .sg_rules(&PeerIds::new())
+            .iter()
+            .map(crate::rule_key)
+            .collect();
         assert_eq!(keys.len(), out.ingress.len() + out.egress.len());
     }
 
@@ -289,7 +315,7 @@ mod tests {
         let spec = json!({"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}], "ports": [{"port": 80}]}]});
         let out = compute(&policy("ns", spec), &w).unwrap();
         assert_eq!(
-            serde_json::to_value(out.ingress_knp()).unwrap(),
+            serde_json::to_value(out.ingress_knp(&PeerIds::new())).unwrap(),
             json!([{
                 "sgRule": {
                     "description": "Kuryr-Kubernetes NetPolicy SG rule",
@@ -304,21 +330,24 @@ mod tests {
                 "affectedPods": [{"podIP": "10.0.0.5", "podNamespace": "ns"}]
             }])
         );
-        assert!(out.egress_knp().is_empty(), "egress not isolated");
+        assert!(
+            out.egress_knp(&PeerIds::new()).is_empty(),
+            "egress not isolated"
+        );
         let open = compute(
             &policy("ns", json!({"policyTypes": ["Egress"], "egress": [{}]})),
             &w,
         )
         .unwrap();
-        assert_eq!(open.egress_knp().len(), 2);
+        assert_eq!(open.egress_knp(&PeerIds::new()).len(), 2);
         assert!(
-            open.egress_knp()
+            open.egress_knp(&PeerIds::new())
                 .iter()
                 .all(|r| r.namespace.is_none() && r.affected_pods.is_none())
         );
         // Rules as Neutron returns them (with ids) diff to nothing.
         let existing: Vec<SgRule> = out
-            .sg_rules()
+            .sg_rules(&PeerIds::new())
             .into_iter()
             .enumerate()
             .map(|(i, mut r)| {
@@ -326,7 +355,7 @@ mod tests {
                 r
             })
             .collect();
-        assert!(diff(&existing, &out.sg_rules()).is_empty());
+        assert!(diff(&existing, &out.sg_rules(&PeerIds::new())).is_empty());
         let again = compute(&policy("ns", json!({"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}], "ports": [{"port": 80}]}]})), &w).unwrap();
         assert_eq!(again, out, "deterministic");
     }
@@ -369,5 +398,145 @@ mod tests {
         ));
         let v6 = Cidr::host("fd00::1".parse().unwrap());
         assert_eq!(EtherType::of(&v6), EtherType::IPv6);
+    }
+
+    fn grouped(pods: Vec<Pod>, namespaces: Vec<crate::Namespace>) -> World {
+        let mut w = world(pods, namespaces);
+        w.settings.peer_groups = true;
+        w.settings.ipv6 = false;
+        w
+    }
+
+    #[test]
+    fn peer_groups_keep_rule_counts_flat_as_pods_grow() {
+        let spec = json!({"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                                        "ports": [{"port": 80}, {"port": 443}]}]});
+        let clients = |n: usize| -> Vec<Pod> {
+            (0..n)
+                .map(|i| {
+                    pod(
+                        "ns",
+                        &format!("c{i}"),
+                        &[("app", "client")],
+                        &[&format!("10.0.{}.{}", i / 200, i % 200 + 1)],
+                    )
+                })
+                .collect()
+        };
+        let few = compute(&policy("ns", spec.clone()), &grouped(clients(1), vec![])).unwrap();
+        let many = compute(&policy("ns", spec.clone()), &grouped(clients(100), vec![])).unwrap();
+        assert_eq!(
+            few, many,
+            "the rules do not depend on how many pods the peer has"
+        );
+        assert_eq!(
+            show(&many.ingress),
+            [
+                "ingress IPv4 tcp 80-80 peers[namespace ns; pods app=client]",
+                "ingress IPv4 tcp 443-443 peers[namespace ns; pods app=client]"
+            ]
+        );
+        // also before any client exists: the rule is there for the group
+        let none = compute(&policy("ns", spec.clone()), &grouped(vec![], vec![])).unwrap();
+        assert_eq!(none.ingress.len(), 2);
+        // per pod without the setting: one rule per pod and port
+        let mut per_pod = grouped(clients(100), vec![]);
+        per_pod.settings.peer_groups = false;
+        assert_eq!(
+            compute(&policy("ns", spec), &per_pod)
+                .unwrap()
+                .ingress
+                .len(),
+            200
+        );
+        // the set, for the caller to make and populate
+        assert_eq!(many.peer_sets.len(), 1);
+        let set = many.peer_sets[0].set().unwrap();
+        assert_eq!(many.peer_sets[0].namespace.as_deref(), Some("ns"));
+        // written with the group's ID once it has one, left out before
+        let ids = PeerIds::from([(set, "group-1".to_owned())]);
+        assert!(!many.resolved(&PeerIds::new()) && many.resolved(&ids));
+        assert!(many.sg_rules(&PeerIds::new()).is_empty());
+        let rules = many.sg_rules(&ids);
+        assert_eq!(rules.len(), 2);
+        assert!(rules.iter().all(
+            |r| r.remote_group_id.as_deref() == Some("group-1") && r.remote_ip_prefix.is_none()
+        ));
+        let knp = many.ingress_knp(&ids);
+        assert_eq!(knp[0].namespace.as_deref(), Some("ns"));
+        assert_eq!(knp[0].affected_pods, None);
+    }
+
+    #[test]
+    fn peer_groups_with_namespaces_subnets_and_projects() {
+        let mut tenant = crate::testutil::namespace("t", &[("team", "a")], &[]);
+        tenant.own_project = true;
+        let w = grouped(
+            vec![
+                pod("a", "a1", &[], &["10.1.0.1"]),
+                pod("n", "n1", &[], &["10.3.0.1"]),
+                pod("t", "t1", &[], &["10.2.0.1"]),
+            ],
+            vec![
+                crate::testutil::namespace("a", &[("team", "a")], &[]),
+                crate::testutil::namespace("n", &[("team", "a")], &["10.3.0.0/24"]),
+                tenant,
+            ],
+        );
+        let out = compute(
+            &policy("ns", json!({"ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}]})),
+            &w,
+        )
+        .unwrap();
+        // namespace n has its own subnet: its prefix; namespace t is in a
+        // project of its own: its pod's address; namespace a: the set
+        assert_eq!(
+            show(&out.ingress),
+            [
+                "ingress IPv4 any peers[namespaces team=a; pods (all)]",
+                "ingress IPv4 any 10.2.0.1/32",
+                "ingress IPv4 any 10.3.0.0/24"
+            ]
+        );
+        assert_eq!(out.ingress[0].namespace, None);
+        assert_eq!(out.peer_sets.len(), 1);
+        let m = out.peer_sets[0].matcher().unwrap();
+        assert!(m.contains(
+            "a",
+            &[("team".to_owned(), "a".to_owned())].into(),
+            &Default::default()
+        ));
+        // an anywhere rule covers the set's rule, and the set is not listed
+        let out = compute(
+            &policy("ns", json!({"ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}, {}]})),
+            &w,
+        )
+        .unwrap();
+        assert_eq!(show(&out.ingress), ["ingress IPv4 any anywhere"]);
+        assert!(out.peer_sets.is_empty());
+    }
+
+    #[test]
+    fn peer_groups_leave_egress_named_ports_per_pod() {
+        let server = crate::testutil::with_port(
+            pod("ns", "s", &[("app", "s")], &["10.0.0.5"]),
+            "http",
+            crate::Protocol::Tcp,
+            8080,
+        );
+        let w = grouped(vec![server], vec![]);
+        let out = compute(
+            &policy("ns", json!({"policyTypes": ["Egress"], "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "s"}}}],
+                                                                           "ports": [{"port": "http"}, {"port": 53, "protocol": "UDP"}]}]})),
+            &w,
+        )
+        .unwrap();
+        assert_eq!(
+            show(&out.egress),
+            [
+                "egress IPv4 tcp 8080-8080 10.0.0.5/32",
+                "egress IPv4 udp 53-53 peers[namespace ns; pods app=s]"
+            ]
+        );
     }
 }

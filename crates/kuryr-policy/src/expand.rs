@@ -9,8 +9,8 @@ use crate::cidr::exclude;
 use crate::peers::{Namespaces, Peer, resolve_peers};
 use crate::ports::{PortSpec, named_port_numbers, parse_ports};
 use crate::{
-    AffectedPod, Cidr, Direction, EtherType, Pod, PolicyError, PortRange, Protocol, Rule,
-    RuleEntry, World,
+    AffectedPod, Cidr, Direction, EtherType, PeerSet, PeerSpec, Pod, PolicyError, PortRange,
+    Protocol, Rule, RuleEntry, World,
 };
 
 /// Protocol and port range of a rule being built.
@@ -30,6 +30,7 @@ pub(crate) struct Expander<'a, 'w> {
     selected: &'a [&'w Pod],
     namespaces: &'a Namespaces<'w>,
     rules: BTreeMap<Rule, Meta>,
+    peer_specs: BTreeMap<PeerSet, PeerSpec>,
 }
 
 /// The "anywhere" families enabled by the settings.
@@ -48,6 +49,14 @@ fn make_rule(direction: Direction, ethertype: EtherType, l4: L4, remote: Option<
         protocol: l4.0,
         ports: l4.1.filter(|_| l4.0.is_some()),
         remote: remote.filter(|c| c.prefix() != 0),
+        peers: None,
+    }
+}
+
+fn set_rule(direction: Direction, ethertype: EtherType, l4: L4, set: &PeerSet) -> Rule {
+    Rule {
+        peers: Some(set.clone()),
+        ..make_rule(direction, ethertype, l4, None)
     }
 }
 
@@ -76,6 +85,7 @@ impl<'a, 'w> Expander<'a, 'w> {
             selected,
             namespaces,
             rules: BTreeMap::new(),
+            peer_specs: BTreeMap::new(),
         }
     }
 
@@ -181,7 +191,9 @@ impl<'a, 'w> Expander<'a, 'w> {
                             .any(|ip| parts.iter().any(|c| c.contains_addr(*ip)))
                     })
                     .collect(),
-                Peer::Pods(groups) => groups.iter().flat_map(|g| g.pods.iter().copied()).collect(),
+                Peer::Pods(groups, ..) => {
+                    groups.iter().flat_map(|g| g.pods.iter().copied()).collect()
+                }
             };
             self.through_services(&backends, l4);
         }
@@ -213,7 +225,11 @@ impl<'a, 'w> Expander<'a, 'w> {
                     self.add(make_rule(direction, eth, l4, Some(*c)), None, supplied(eth));
                 }
             }
-            Peer::Pods(groups) => {
+            Peer::Pods(groups, set, spec) => {
+                let by_set = self.world.settings.peer_groups;
+                // also when no namespace matches yet: the rule is there
+                // before the namespace's pods are
+                let mut set_needed = by_set && groups.is_empty();
                 for g in groups {
                     if let Some(cidrs) = &g.shortcut {
                         for c in cidrs {
@@ -221,6 +237,11 @@ impl<'a, 'w> Expander<'a, 'w> {
                             let rule = make_rule(direction, eth, l4, Some(*c));
                             self.add(rule, g.namespace.as_deref(), supplied(eth));
                         }
+                        continue;
+                    }
+                    if by_set && !g.per_pod {
+                        // written once below, however many pods it has
+                        set_needed = true;
                         continue;
                     }
                     for pod in &g.pods {
@@ -232,6 +253,13 @@ impl<'a, 'w> Expander<'a, 'w> {
                             self.add(rule, Some(&pod.namespace), pods);
                         }
                     }
+                }
+                if set_needed {
+                    for eth in families(self.world) {
+                        let rule = set_rule(direction, eth, l4, set);
+                        self.add(rule, spec.namespace.as_deref(), supplied(eth));
+                    }
+                    self.peer_specs.insert(set.clone(), spec.clone());
                 }
             }
         }
@@ -268,7 +296,7 @@ impl<'a, 'w> Expander<'a, 'w> {
             // Only pods can have named ports: "anywhere" means every pod.
             Peer::Anywhere => world.pods.iter().collect(),
             // Namespace/cluster subnet shortcuts are not usable here.
-            Peer::Pods(groups) => groups.iter().flat_map(|g| g.pods.iter().copied()).collect(),
+            Peer::Pods(groups, ..) => groups.iter().flat_map(|g| g.pods.iter().copied()).collect(),
         };
         for pod in pods {
             for n in named_port_numbers(pod, protocol, name) {
@@ -283,27 +311,36 @@ impl<'a, 'w> Expander<'a, 'w> {
         None
     }
 
-    /// The rules, de-duplicated, without rules covered by another one, sorted.
-    pub fn finish(self) -> Vec<RuleEntry> {
-        let mut index: HashMap<(EtherType, Option<Cidr>), Vec<&Rule>> = HashMap::new();
+    /// The rules, de-duplicated, without rules covered by another one,
+    /// sorted; and the peer sets they name.
+    pub fn finish(self) -> (Vec<RuleEntry>, BTreeMap<PeerSet, PeerSpec>) {
+        type Remote<'r> = (EtherType, Option<Cidr>, Option<&'r PeerSet>);
+        let mut index: HashMap<Remote<'_>, Vec<&Rule>> = HashMap::new();
         for rule in self.rules.keys() {
             index
-                .entry((rule.ethertype, rule.remote))
+                .entry((rule.ethertype, rule.remote, rule.peers.as_ref()))
                 .or_default()
                 .push(rule);
         }
+        // a rule can be covered by an anywhere rule, one with a containing
+        // prefix, or one naming the same peer set
         let covered = |rule: &Rule| {
             let containing = rule
                 .remote
                 .iter()
-                .flat_map(|c| (1..=c.prefix()).map(|p| Some(c.truncate(p))));
-            std::iter::once(None).chain(containing).any(|remote| {
-                index
-                    .get(&(rule.ethertype, remote))
-                    .is_some_and(|v| v.iter().any(|o| *o != rule && o.covers(rule)))
-            })
+                .flat_map(|c| (1..=c.prefix()).map(|p| (Some(c.truncate(p)), None)));
+            let same_set = rule.peers.as_ref().map(|s| (None, Some(s)));
+            std::iter::once((None, None))
+                .chain(containing)
+                .chain(same_set)
+                .any(|(remote, peers)| {
+                    index
+                        .get(&(rule.ethertype, remote, peers))
+                        .is_some_and(|v| v.iter().any(|o| *o != rule && o.covers(rule)))
+                })
         };
-        self.rules
+        let entries: Vec<RuleEntry> = self
+            .rules
             .iter()
             .filter(|(rule, _)| !covered(rule))
             .map(|(rule, meta)| RuleEntry {
@@ -318,7 +355,10 @@ impl<'a, 'w> Expander<'a, 'w> {
                     })
                     .collect(),
             })
-            .collect()
+            .collect();
+        let mut specs = self.peer_specs;
+        specs.retain(|set, _| entries.iter().any(|e| e.rule.peers.as_ref() == Some(set)));
+        (entries, specs)
     }
 }
 

@@ -8,6 +8,8 @@
 //!   (pods → one host prefix per pod IP, whole namespaces → the namespace
 //!   subnets when known, `ipBlock` → the CIDR minus its `except` entries)
 //!   crossed with every port (numeric, ranges, named ports);
+//!   With [`Settings::peer_groups`], pods are named by the group of their
+//!   peer set instead (see [`PeerSet`]), so rules do not grow with pods;
 //! * for each direction it does not isolate, no rule: the caller opens it
 //!   (a group of its own) for pods no selecting policy isolates it for.
 //!
@@ -22,6 +24,7 @@ mod diff;
 mod error;
 mod expand;
 mod knp;
+mod peer_set;
 mod peers;
 mod ports;
 mod rule;
@@ -37,10 +40,15 @@ pub use compute::{PolicyRules, PolicyTypes, RuleEntry, compute, policy_types, se
 pub use diff::{RuleDiff, RuleKey, diff, rule_key};
 pub use error::PolicyError;
 pub use knp::{AffectedPod, DESCRIPTION, KnpRule, SgRule};
+pub use peer_set::{PeerMatcher, PeerSet, PeerSpec};
 pub use rule::{Direction, EtherType, PortRange, Protocol, Rule};
 pub use selector::{Labels, Selector, pod_selector, policy_namespace, selects};
 pub use services::{Service, ServicePort, Target};
 pub use world::{ContainerPort, NAMESPACE_NAME_LABEL, Namespace, Pod, Settings, World};
+
+/// The groups of the peer sets a caller has made: a rule naming a set is
+/// written with its group's ID (see [`PeerSet`]).
+pub type PeerIds = std::collections::BTreeMap<PeerSet, String>;
 
 /// Longest name Neutron accepts for a security group.
 const MAX_NAME: usize = 255;

@@ -7,7 +7,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use crate::cidr::exclude;
 use crate::selector::{Labels, Selector};
 use crate::world::NAMESPACE_NAME_LABEL;
-use crate::{Cidr, Pod, PolicyError, World};
+use crate::{Cidr, PeerSet, PeerSpec, Pod, PolicyError, World};
 
 /// Pods selected by a peer in one namespace (or cluster-wide).
 #[derive(Debug)]
@@ -20,6 +20,9 @@ pub(crate) struct PodGroup<'w> {
     /// Every selected pod (also when a shortcut exists: named ports in
     /// egress rules are resolved per pod).
     pub pods: Vec<&'w Pod>,
+    /// The namespace's ports are in a project of their own, so they cannot
+    /// carry the cluster's peer-set groups: its pods are written per pod.
+    pub per_pod: bool,
 }
 
 /// A resolved peer.
@@ -29,8 +32,9 @@ pub(crate) enum Peer<'w> {
     Anywhere,
     /// An `ipBlock`: the text of its `cidr` and what remains after `except`.
     Block(String, Vec<Cidr>),
-    /// Pods selected by `podSelector` and/or `namespaceSelector`.
-    Pods(Vec<PodGroup<'w>>),
+    /// Pods selected by `podSelector` and/or `namespaceSelector`: per
+    /// namespace, and as a whole (the peer set and how the policy wrote it).
+    Pods(Vec<PodGroup<'w>>, PeerSet, PeerSpec),
 }
 
 /// Namespace views derived once per computation.
@@ -38,6 +42,7 @@ pub(crate) struct Namespaces<'w> {
     labels: BTreeMap<&'w str, Labels>,
     subnets: BTreeMap<&'w str, &'w [Cidr]>,
     pods: BTreeMap<&'w str, Vec<&'w Pod>>,
+    own_project: BTreeSet<&'w str>,
 }
 
 impl<'w> Namespaces<'w> {
@@ -47,7 +52,11 @@ impl<'w> Namespaces<'w> {
         let mut labels: BTreeMap<&str, Labels> = BTreeMap::new();
         let mut subnets: BTreeMap<&str, &[Cidr]> = BTreeMap::new();
         let mut pods: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+        let mut own_project = BTreeSet::new();
         for ns in &world.namespaces {
+            if ns.own_project {
+                own_project.insert(ns.name.as_str());
+            }
             labels
                 .entry(&ns.name)
                 .or_default()
@@ -66,6 +75,7 @@ impl<'w> Namespaces<'w> {
             labels,
             subnets,
             pods,
+            own_project,
         }
     }
 }
@@ -113,6 +123,12 @@ fn resolve_peer<'w>(
             "a peer needs podSelector, namespaceSelector or ipBlock".into(),
         ));
     }
+    let spec = PeerSpec::new(
+        policy_namespace,
+        peer.namespace_selector.as_ref(),
+        peer.pod_selector.as_ref(),
+    );
+    let set = spec.set()?;
     let pod_selector = Selector::compile_opt(peer.pod_selector.as_ref())?;
     let whole_namespaces = pod_selector.is_empty();
     let chosen: BTreeSet<&str> = match &peer.namespace_selector {
@@ -120,11 +136,13 @@ fn resolve_peer<'w>(
         Some(sel) => {
             let sel = Selector::compile(sel)?;
             if sel.is_empty() && whole_namespaces && !world.settings.cluster_pod_cidrs.is_empty() {
-                return Ok(Peer::Pods(vec![PodGroup {
+                let group = PodGroup {
                     namespace: None,
                     shortcut: Some(world.settings.cluster_pod_cidrs.clone()),
                     pods: world.pods.iter().collect(),
-                }]));
+                    per_pod: false,
+                };
+                return Ok(Peer::Pods(vec![group], set, spec));
             }
             namespaces
                 .labels
@@ -154,10 +172,11 @@ fn resolve_peer<'w>(
                 namespace: Some(ns.to_owned()),
                 shortcut,
                 pods,
+                per_pod: namespaces.own_project.contains(ns),
             }
         })
         .collect();
-    Ok(Peer::Pods(groups))
+    Ok(Peer::Pods(groups, set, spec))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::knp::{DESCRIPTION, SgRule};
-use crate::{Cidr, PolicyError};
+use crate::{Cidr, PeerIds, PeerSet, PolicyError};
 
 /// Traffic direction as seen from the port the group is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,8 +106,8 @@ impl PortRange {
 /// One allow rule of a security group.
 ///
 /// Invariants kept by the translation: `ports` is only set with a
-/// `protocol`; `remote` has the family of `ethertype` and is never a `/0`
-/// (anywhere is `None`).
+/// `protocol`; `remote` has the family of `ethertype` and is never a `/0`;
+/// at most one of `remote` and `peers` is set (neither = anywhere).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
     /// Direction.
@@ -118,8 +118,10 @@ pub struct Rule {
     pub protocol: Option<Protocol>,
     /// Port range; `None` = all ports.
     pub ports: Option<PortRange>,
-    /// Remote prefix; `None` = anywhere.
+    /// Remote prefix.
     pub remote: Option<Cidr>,
+    /// Remote pods: the members of a peer set's group.
+    pub peers: Option<PeerSet>,
 }
 
 impl Rule {
@@ -131,15 +133,16 @@ impl Rule {
             protocol: None,
             ports: None,
             remote: None,
+            peers: None,
         }
     }
 
     /// Whether every packet `other` allows is also allowed by `self`.
     pub fn covers(&self, other: &Rule) -> bool {
-        let remote = match (&self.remote, &other.remote) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(a), Some(b)) => a.contains(b),
+        let remote = match (&self.remote, &self.peers) {
+            (None, None) => true,
+            (Some(a), _) => other.remote.as_ref().is_some_and(|b| a.contains(b)),
+            (None, Some(set)) => other.peers.as_ref() == Some(set),
         };
         let l4 = match self.protocol {
             None => true,
@@ -155,9 +158,15 @@ impl Rule {
         self.direction == other.direction && self.ethertype == other.ethertype && remote && l4
     }
 
-    /// The Neutron/kuryr form, with kuryr-kubernetes' description.
-    pub fn to_sg_rule(&self) -> SgRule {
-        SgRule {
+    /// The Neutron/kuryr form, with kuryr-kubernetes' description; a peer
+    /// set is named by its group's ID in `ids` (`None` when it has none yet:
+    /// such a rule cannot be written, and leaving it out denies).
+    pub fn to_sg_rule(&self, ids: &PeerIds) -> Option<SgRule> {
+        let remote_group_id = match &self.peers {
+            Some(set) => Some(ids.get(set)?.clone()),
+            None => None,
+        };
+        Some(SgRule {
             description: Some(DESCRIPTION.to_owned()),
             direction: self.direction.as_str().to_owned(),
             ethertype: self.ethertype.as_str().to_owned(),
@@ -165,8 +174,9 @@ impl Rule {
             port_range_max: self.ports.map(|p| p.max),
             protocol: self.protocol.map(|p| p.as_str().to_owned()),
             remote_ip_prefix: self.remote.map(|c| c.to_string()),
+            remote_group_id,
             ..SgRule::default()
-        }
+        })
     }
 }
 
@@ -185,9 +195,10 @@ impl fmt::Display for Rule {
         if let Some(r) = self.ports {
             write!(f, " {}-{}", r.min, r.max)?;
         }
-        match self.remote {
-            Some(c) => write!(f, " {c}"),
-            None => write!(f, " anywhere"),
+        match (&self.remote, &self.peers) {
+            (Some(c), _) => write!(f, " {c}"),
+            (None, Some(set)) => write!(f, " peers[{}]", set.key()),
+            (None, None) => write!(f, " anywhere"),
         }
     }
 }
@@ -203,6 +214,7 @@ mod tests {
             protocol,
             ports: ports.map(|(min, max)| PortRange { min, max }),
             remote: remote.map(|r| r.parse().unwrap()),
+            peers: None,
         }
     }
 
@@ -222,13 +234,48 @@ mod tests {
     }
 
     #[test]
+    fn peer_set_rules() {
+        let set = |ns: &str| crate::PeerSpec::new(ns, None, None).set().unwrap();
+        let mut web = rule(Some(Protocol::Tcp), Some((80, 80)), None);
+        web.peers = Some(set("a"));
+        let mut all_a = rule(None, None, None);
+        all_a.peers = Some(set("a"));
+        let mut all_b = all_a.clone();
+        all_b.peers = Some(set("b"));
+        // anywhere covers a set; a set covers only itself; a prefix no set
+        assert!(Rule::allow_all(Direction::Ingress, EtherType::IPv4).covers(&web));
+        assert!(all_a.covers(&web));
+        assert!(!all_b.covers(&web));
+        assert!(!web.covers(&all_a));
+        assert!(!rule(None, None, Some("10.0.0.0/8")).covers(&web));
+        assert!(!all_a.covers(&rule(None, None, Some("10.0.0.1/32"))));
+        // written with the group's ID, or not at all
+        assert_eq!(web.to_sg_rule(&PeerIds::new()), None);
+        let ids = PeerIds::from([(set("a"), "g1".to_owned())]);
+        let r = web.to_sg_rule(&ids).unwrap();
+        assert_eq!(
+            (
+                r.remote_group_id.as_deref(),
+                r.remote_ip_prefix,
+                r.port_range_min
+            ),
+            (Some("g1"), None, Some(80))
+        );
+        assert_eq!(
+            web.to_string(),
+            "ingress IPv4 tcp 80-80 peers[namespace a; pods (all)]"
+        );
+    }
+
+    #[test]
     fn sg_rule_form() {
         let r = rule(
             Some(Protocol::Sctp),
             Some((5000, 5010)),
             Some("10.0.0.0/24"),
         )
-        .to_sg_rule();
+        .to_sg_rule(&PeerIds::new())
+        .unwrap();
         assert_eq!(r.protocol.as_deref(), Some("sctp"));
         assert_eq!(
             (r.port_range_min, r.port_range_max),
@@ -237,7 +284,9 @@ mod tests {
         assert_eq!(r.remote_ip_prefix.as_deref(), Some("10.0.0.0/24"));
         assert_eq!(r.ethertype, "IPv4");
         assert_eq!(r.direction, "ingress");
-        let any = Rule::allow_all(Direction::Egress, EtherType::IPv6).to_sg_rule();
+        let any = Rule::allow_all(Direction::Egress, EtherType::IPv6)
+            .to_sg_rule(&PeerIds::new())
+            .unwrap();
         assert_eq!(
             (any.protocol, any.port_range_min, any.remote_ip_prefix),
             (None, None, None)

@@ -80,6 +80,31 @@ impl Selector {
         self.requirements.is_empty()
     }
 
+    /// The selector in Kubernetes' text syntax with its requirements sorted
+    /// and duplicates dropped (`app=web,tier in (a,b),!legacy`), so two
+    /// selectors choosing the same labels the same way read the same
+    /// (`matchLabels: {a: b}` and `a In [b]` both give `a=b`). Empty for a
+    /// selector choosing everything.
+    pub fn canonical(&self) -> String {
+        let mut parts: Vec<String> = self
+            .requirements
+            .iter()
+            .map(|(key, op)| {
+                let list = |v: &BTreeSet<String>| v.iter().cloned().collect::<Vec<_>>().join(",");
+                match op {
+                    Op::In(v) if v.len() == 1 => format!("{key}={}", list(v)),
+                    Op::In(v) => format!("{key} in ({})", list(v)),
+                    Op::NotIn(v) => format!("{key} notin ({})", list(v)),
+                    Op::Exists => key.clone(),
+                    Op::DoesNotExist => format!("!{key}"),
+                }
+            })
+            .collect();
+        parts.sort();
+        parts.dedup();
+        parts.join(",")
+    }
+
     /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &Labels) -> bool {
         self.requirements.iter().all(|(key, op)| {

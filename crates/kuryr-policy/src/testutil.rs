@@ -52,6 +52,7 @@ pub(crate) fn namespace(name: &str, labels: &[(&str, &str)], subnets: &[&str]) -
             .iter()
             .map(|s| s.parse::<Cidr>().expect("CIDR"))
             .collect(),
+        own_project: false,
     }
 }
 

@@ -47,6 +47,11 @@ pub struct Namespace {
     /// Neutron subnets. A peer selecting all pods of the namespace is then
     /// written as these prefixes instead of one host prefix per pod.
     pub subnets: Vec<Cidr>,
+    /// The namespace's ports are in a Keystone project of its own (not the
+    /// cluster's): they cannot carry the cluster's peer-set groups, so with
+    /// [`Settings::peer_groups`] its pods are still written one host prefix
+    /// each.
+    pub own_project: bool,
 }
 
 /// Cluster-wide settings.
@@ -75,6 +80,12 @@ pub struct Settings {
     /// out; a ClusterIP is admitted only when a backend it leads to is (see
     /// [`World::services`]). Default empty.
     pub translated: Vec<Cidr>,
+    /// Name the pods of a `podSelector`/`namespaceSelector` peer by the
+    /// group of its [`crate::PeerSet`] (one rule per peer, port and family)
+    /// instead of one host-prefix rule per pod IP. The caller makes the
+    /// groups and puts them on the members' ports. Default false (rules as
+    /// kuryr-kubernetes wrote them).
+    pub peer_groups: bool,
 }
 
 impl Default for Settings {
@@ -85,6 +96,7 @@ impl Default for Settings {
             cluster_pod_cidrs: Vec::new(),
             always_allowed_ingress: Vec::new(),
             translated: Vec::new(),
+            peer_groups: false,
         }
     }
 }
@@ -157,6 +169,7 @@ impl Namespace {
             name: ns.metadata.name.clone().unwrap_or_default(),
             labels: ns.metadata.labels.clone().unwrap_or_default(),
             subnets: Vec::new(),
+            own_project: false,
         }
     }
 }

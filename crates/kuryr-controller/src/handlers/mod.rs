@@ -10,6 +10,7 @@ pub mod namespace;
 pub mod network_policy;
 pub mod node;
 pub mod node_vm;
+pub mod peer_groups;
 pub mod pod;
 pub mod pod_groups;
 pub mod service;

@@ -123,10 +123,11 @@ async fn remove(np: &NetworkPolicy, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Deletes policy group `group`; `false` while a pod's port still has it.
+/// Deletes policy or peer-set group `group`; `false` while a pod's port
+/// still has it.
 /// Ports no KuryrPort names (pool ports a selected pod gave back) are given
 /// the default groups first, or they would hold the group for ever.
-async fn delete_group(ctx: &Context, group: &str) -> Result<bool, Error> {
+pub(crate) async fn delete_group(ctx: &Context, group: &str) -> Result<bool, Error> {
     let n = ctx.os.neutron();
     match n.delete_security_group(group).await {
         Ok(_) => {
@@ -354,6 +355,20 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
         .iter()
         .filter_map(|l| l.service_cidr.parse().ok())
         .collect();
+    // pods named by peer-set groups, but those of namespaces in projects
+    // of their own (their ports cannot carry the cluster's groups)
+    world.settings.peer_groups = ctx.peer_groups;
+    if ctx.namespaces.is_some() {
+        let default_project = crate::tenants::default_project(ctx);
+        let own: BTreeSet<&str> = namespaces
+            .iter()
+            .filter(|o| crate::tenants::namespace_project(ctx, Some(o.as_ref())) != default_project)
+            .filter_map(|o| o.metadata.name.as_deref())
+            .collect();
+        for n in &mut world.namespaces {
+            n.own_project = own.contains(n.name.as_str());
+        }
+    }
     let rules = match kuryr_policy::compute(&np, &world) {
         Ok(r) => r,
         Err(e) => {
@@ -373,9 +388,23 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
             warn(ctx, &np, "PolicyPartlyEnforced", w.clone()).await;
         }
     }
-    let spec = policy::knp_spec(&np, &rules);
     let knps: Api<KuryrNetworkPolicy> = Api::namespaced(ctx.kube.clone(), &ns);
-    let mut knp = match knps.get_opt(&name).await? {
+    let existing = knps.get_opt(&name).await?;
+    // Neutron is compared again every `recheck` although nothing changed
+    // here: rules deleted or added behind our back are repaired
+    let recheck = ctx.options.lb_recheck;
+    let fresh = crate::lock(&st.seen)
+        .get(&qualified)
+        .and_then(|s| s.compared)
+        .is_some_and(|t| t.elapsed() < recheck);
+    // the peer sets' groups: as the KNP names them, else (a new set) and
+    // at every recheck (a group deleted behind our back) found or made
+    let mut ids = policy::known_peer_ids(existing.iter());
+    if !rules.peer_sets.is_empty() && (!fresh || !rules.resolved(&ids)) {
+        ids = super::peer_groups::ensure(ctx, &rules.peer_sets).await?;
+    }
+    let spec = policy::knp_spec(&np, &rules, &ids);
+    let mut knp = match existing {
         Some(k) => k,
         None => {
             let k = KuryrNetworkPolicy {
@@ -416,13 +445,6 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
         .await?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    // Neutron is compared again every `recheck` although nothing changed
-    // here: rules deleted or added behind our back are repaired
-    let recheck = ctx.options.lb_recheck;
-    let fresh = crate::lock(&st.seen)
-        .get(&qualified)
-        .and_then(|s| s.compared)
-        .is_some_and(|t| t.elapsed() < recheck);
     if knp.spec == spec && policy::in_sync(&knp) && fresh {
         // nothing changed since the group was last seen holding the spec's
         // rules: Neutron is not asked
@@ -454,16 +476,12 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
             },
         )
         .await?;
-    crate::lock(&st.seen)
-        .entry(qualified.clone())
-        .or_default()
-        .compared = Some(std::time::Instant::now());
     let have: Vec<_> = group
         .security_group_rules
         .iter()
         .map(policy::from_neutron)
         .collect();
-    let wanted = rules.sg_rules();
+    let wanted = rules.sg_rules(&ids);
     let d = kuryr_policy::diff(&have, &wanted);
     let rules_now = if d.is_empty() {
         have
@@ -485,6 +503,12 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
             .map(policy::from_neutron)
             .collect()
     };
+    // compared and in sync (a failure above, e.g. a peer group deleted
+    // meanwhile, leaves the next pass asking Neutron again)
+    crate::lock(&st.seen)
+        .entry(qualified.clone())
+        .or_default()
+        .compared = Some(std::time::Instant::now());
     let status = KuryrNetworkPolicyStatus {
         security_group_id: Some(group.id.clone()),
         security_group_rules: rules_now,
@@ -558,7 +582,6 @@ pub async fn run(
         futures::stream::select(pod_changes, ns_changes),
         svc_changes,
     );
-    let namespaces_for_groups = namespaces.clone();
     let state = Arc::new(State {
         ctx: ctx.clone(),
         cluster: Cluster {
@@ -581,6 +604,6 @@ pub async fn run(
             tracing::debug!(error = %e, "policy reconcile");
         }
     });
-    let groups = super::pod_groups::run(ctx.clone(), pod_cfg, namespaces_for_groups, shutdown);
+    let groups = super::pod_groups::run(ctx.clone(), pod_cfg, shutdown);
     futures::join!(policies, groups);
 }

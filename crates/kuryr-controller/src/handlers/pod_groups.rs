@@ -44,6 +44,7 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
     // group off a port because its KNP was not listed yet
     st.kps.wait_until_ready().await.ok();
     st.knps.wait_until_ready().await.ok();
+    st.namespaces.wait_until_ready().await.ok();
     let Some(kp) = st.kps.get(&ObjectRef::new(&name).within(&ns)) else {
         return Ok(Action::await_change());
     };
@@ -63,8 +64,8 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
     let knps = st.knps.state();
     let access = ctx.node_groups.as_ref().map(|g| g.access.as_str());
     // the defaults of the pod's project
+    let namespace = st.namespaces.get(&ObjectRef::new(&ns));
     let defaults = if ctx.namespaces.is_some() {
-        let namespace = st.namespaces.get(&ObjectRef::new(&ns));
         let project = crate::tenants::namespace_project(ctx, namespace.as_deref());
         crate::tenants::pod_defaults(ctx, &project).await?
     } else {
@@ -77,7 +78,13 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
         access,
         ctx.open_groups.as_ref(),
     ) {
-        Groups::Set(g) => g,
+        Groups::Set(g) => with_peer_groups(
+            ctx,
+            &pod,
+            namespace.as_deref(),
+            knps.iter().map(|k| k.as_ref()),
+            g,
+        ),
         Groups::NotYet => return Ok(Action::await_change()),
     };
     let n = ctx.os.neutron();
@@ -116,6 +123,33 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// `groups` and the peer-set groups the pod is a member of (none for a pod
+/// of a namespace in a project of its own: its ports cannot carry them, and
+/// the policies name it by address instead).
+fn with_peer_groups<'a>(
+    ctx: &Context,
+    pod: &Pod,
+    namespace: Option<&Namespace>,
+    knps: impl IntoIterator<Item = &'a KuryrNetworkPolicy>,
+    mut groups: Vec<String>,
+) -> Vec<String> {
+    if !ctx.peer_groups
+        || crate::tenants::namespace_project(ctx, namespace) != crate::tenants::default_project(ctx)
+    {
+        return groups;
+    }
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let empty = Default::default();
+    let ns_labels = namespace
+        .and_then(|n| n.metadata.labels.as_ref())
+        .unwrap_or(&empty);
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    groups.extend(policy::peer_groups(ns, ns_labels, labels, knps));
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
 /// A pod's new port with the groups of the policies selecting the pod
 /// (read from its namespace's KuryrNetworkPolicies), so a pod a policy
 /// selects is never reachable as if none did: the port comes from a pool
@@ -129,10 +163,20 @@ pub async fn at_creation(
     defaults: &[String],
 ) -> Result<kuryr_openstack::types::neutron::Port, Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let knps: Api<KuryrNetworkPolicy> = Api::namespaced(ctx.kube.clone(), &ns);
+    // every namespace's: a policy elsewhere may name the pod as a peer
+    let knps: Api<KuryrNetworkPolicy> = Api::all(ctx.kube.clone());
     let knps = knps.list(&kube::api::ListParams::default()).await?.items;
     let access = ctx.node_groups.as_ref().map(|g| g.access.as_str());
-    match policy::pod_groups(pod, &knps, defaults, access, ctx.open_groups.as_ref()) {
+    let namespace = if ctx.peer_groups || ctx.namespaces.is_some() {
+        Api::<Namespace>::all(ctx.kube.clone()).get_opt(&ns).await?
+    } else {
+        None
+    };
+    let groups = match policy::pod_groups(pod, &knps, defaults, access, ctx.open_groups.as_ref()) {
+        Groups::Set(g) => Groups::Set(with_peer_groups(ctx, pod, namespace.as_ref(), &knps, g)),
+        other => other,
+    };
+    match groups {
         Groups::Set(wanted) if !policy::same_groups(&port.security_groups, &wanted) => {
             let body = PortUpdate {
                 security_groups: Some(wanted.clone()),
@@ -155,7 +199,6 @@ fn error_policy(pod: Arc<Pod>, err: &Error, _st: Arc<State>) -> Action {
 pub async fn run(
     ctx: Arc<Context>,
     pods: watcher::Config,
-    namespaces: Store<Namespace>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (kps, kps_writer) = reflector::store();
@@ -187,6 +230,19 @@ pub async fn run(
     .default_backoff()
     .touched_objects()
     .map(|_| ());
+    // a namespace's labels decide which peer sets its pods are in
+    // (the store is read after the change it reports)
+    let (namespaces, ns_writer) = reflector::store();
+    let ns_changes = reflector::reflector(
+        ns_writer,
+        watcher(
+            Api::<Namespace>::all(ctx.kube.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .map(|_| ());
     let state = Arc::new(State {
         ctx: ctx.clone(),
         kps,
@@ -199,7 +255,7 @@ pub async fn run(
             kube::runtime::controller::Config::default().debounce(Duration::from_millis(100)),
         )
         .reconcile_on(kp_changes)
-        .reconcile_all_on(knp_changes)
+        .reconcile_all_on(futures::stream::select(knp_changes, ns_changes))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|res| async move {

@@ -17,9 +17,12 @@ use std::time::Duration;
 pub const WAIT: Duration = Duration::from_secs(60);
 /// How often it looks.
 pub const EVERY: Duration = Duration::from_millis(200);
-/// kuryr.conf for NetworkPolicies (beside the harness's own).
-pub const POLICY_CONF: &str =
-    "[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,policy\n";
+/// kuryr.conf for NetworkPolicies (beside the harness's own), pods named
+/// by address in rules as kuryr-kubernetes wrote them.
+pub const POLICY_CONF: &str = "[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,policy\nnetwork_policy_peers = ip_prefix\n";
+/// kuryr.conf for NetworkPolicies with pods named by peer-set groups (what
+/// `auto` chooses on ML2/OVN).
+pub const PEERS_CONF: &str = "[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,policy\nnetwork_policy_peers = remote_group\n";
 
 /// Makes pod `name` with `app=<app>`, waits for its port and writes the
 /// port's address into the pod's status; answers (port id, address).
