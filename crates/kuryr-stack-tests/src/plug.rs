@@ -150,37 +150,48 @@ impl VmPort {
             .as_str()
             .context("fixed_ips")?
             .to_owned();
+        Self::attach(env, &port_id, &mac, &ip, net.prefix, &net.gateway, &device)
+    }
+
+    /// Plugs existing port `port_id` (bound to the stack's node, with `mac`
+    /// and address `ip`/`prefix`) into a namespace of its own, as os-vif
+    /// would plug a VM's or a pod's NIC; `gateway` (if not empty) is the
+    /// default route; `device` names the instance in the OVS port's
+    /// `vm-uuid`.
+    pub fn attach(
+        env: &StackEnv,
+        port_id: &str,
+        mac: &str,
+        ip: &str,
+        prefix: u8,
+        gateway: &str,
+        device: &str,
+    ) -> anyhow::Result<Self> {
         let ns = Netns::new("kst-vm-")?;
         let veth = Veth::new(&ns, "eth0")?;
-        ns.ip(&["link", "set", "eth0", "address", &mac])?;
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{ip}/{}", net.prefix),
-            "dev",
-            "eth0",
-        ])?;
-        if !net.gateway.is_empty() {
-            ns.ip(&["route", "add", "default", "via", &net.gateway])?;
+        ns.ip(&["link", "set", "eth0", "address", mac])?;
+        ns.ip(&["addr", "add", &format!("{ip}/{prefix}"), "dev", "eth0"])?;
+        if !gateway.is_empty() {
+            ns.ip(&["route", "add", "default", "via", gateway])?;
         }
         let ovs = OvsPort::add(
             env.get("OVSDB_SOCK")?,
             "br-int",
             &veth.host,
             &[
-                ("iface-id", &port_id),
-                ("attached-mac", &mac),
+                ("iface-id", port_id),
+                ("attached-mac", mac),
                 ("iface-status", "active"),
-                ("vm-uuid", &device),
+                ("vm-uuid", device),
             ],
         )?;
         Ok(Self {
             _ovs: ovs,
             _veth: veth,
             ns,
-            id: port_id,
-            ip,
-            mac,
+            id: port_id.to_owned(),
+            ip: ip.to_owned(),
+            mac: mac.to_owned(),
         })
     }
 
