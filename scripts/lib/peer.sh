@@ -47,3 +47,29 @@ peer_neutron_conf() {
         "user_domain_name = $OS_USER_DOMAIN_NAME" "project_domain_name = $OS_PROJECT_DOMAIN_NAME" \
         "region_name = $OS_REGION_NAME"
 }
+
+# peer_start_controller HEALTH_PORT: starts kuryr-k8s-controller with
+# $D/kuryr.conf through the shim (watches scoped to $KURYR_PEER_NAMESPACE) as
+# a process group of its own; prints its process group id once its health
+# server answers /ready (fails after 150 s)
+peer_start_controller() {
+    local health=$1 pid
+    : > "$D/controller.log"
+    KURYR_PEER_NAMESPACE=$KURYR_PEER_NAMESPACE PATH="$VENV/bin:$PATH" \
+        setsid "$VENV/bin/python" "$ROOT/scripts/peer/kuryr_peer_shim.py" controller \
+        --config-file "$D/kuryr.conf" --log-file "$D/controller.log" \
+        > "$D/controller.out" 2>&1 < /dev/null &
+    pid=$!
+    for _ in $(seq 1 300); do
+        if curl -fs -o /dev/null "http://127.0.0.1:$health/ready"; then
+            say "kuryr-k8s-controller $KURYR_V ready (namespace $KURYR_PEER_NAMESPACE, log $D/controller.log)"
+            echo "$pid"   # setsid made it a process group leader: pgid = pid
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$D/controller.log" "$D/controller.out" >&2; fail "kuryr-k8s-controller exited"; }
+        sleep 0.5
+    done
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    tail -n 30 "$D/controller.log" >&2
+    fail "kuryr-k8s-controller not ready in 150 s"
+}

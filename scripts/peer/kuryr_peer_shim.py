@@ -13,13 +13,14 @@ logs each of them (WARNING "kuryr-peer shim: ..."):
    `ovs-vsctl add-br --may-exist br-int -- set Bridge br-int
    datapath_type=system`, which breaks the stack's userspace OVS. The default
    becomes "netdev" (the datapath br-int has here).
-2. kuryr watches pods, KuryrPorts, Services, Endpoints and
-   KuryrLoadBalancers in ALL namespaces. Its controller would make
-   KuryrPorts (and Neutron ports) for other tests' pods, finalize their
-   KuryrPorts and load balancers, so its watches are scoped to
-   KURYR_PEER_NAMESPACE (the controller's VIF, KuryrPort, Service,
-   Endpoints and KuryrLoadBalancer handlers, the daemon's KuryrPort and pod
-   watchers).
+2. kuryr watches pods, KuryrPorts, Services, Endpoints,
+   KuryrLoadBalancers, NetworkPolicies and KuryrNetworkPolicies in ALL
+   namespaces. Its controller would make KuryrPorts (and Neutron ports) for
+   other tests' pods, finalize their KuryrPorts, load balancers and
+   policies, so its watches are scoped to KURYR_PEER_NAMESPACE (the
+   controller's VIF, KuryrPort, Service, Endpoints, KuryrLoadBalancer,
+   policy, KuryrNetworkPolicy and pod label handlers, the daemon's
+   KuryrPort and pod watchers).
 3. Its health servers and Prometheus exporters listen on "::" (every
    address); they are moved to 127.0.0.1.
 4. REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE would override [kubernetes]
@@ -89,7 +90,18 @@ def scope_namespace(role, ns):
         lbaas.EndpointsHandler.OBJECT_WATCH_PATH = f'{base}/endpoints'
         loadbalancer.KuryrLoadBalancerHandler.OBJECT_WATCH_PATH = klbs
         k_const.K8S_API_CRD_KURYRLOADBALANCERS = klbs
-        kps = f'{kps}, {base}/services, {base}/endpoints, {klbs}'
+        # NetworkPolicies (policy, kuryrnetworkpolicy and pod_label
+        # handlers): the policies, their KNPs and the pods whose labels
+        # they follow
+        from kuryr_kubernetes.controller.handlers import kuryrnetworkpolicy
+        from kuryr_kubernetes.controller.handlers import pod_label
+        from kuryr_kubernetes.controller.handlers import policy
+        nps = f'/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies'
+        knps = f'{k_const.K8S_API_CRD_NAMESPACES}/{ns}/kuryrnetworkpolicies'
+        policy.NetworkPolicyHandler.OBJECT_WATCH_PATH = nps
+        kuryrnetworkpolicy.KuryrNetworkPolicyHandler.OBJECT_WATCH_PATH = knps
+        pod_label.PodLabelHandler.OBJECT_WATCH_PATH = pods
+        kps = f'{kps}, {base}/services, {base}/endpoints, {klbs}, {nps}, {knps}'
     else:
         # read when the watcher services are built (f-strings at init)
         k_const.K8S_API_PODS = pods

@@ -1,6 +1,10 @@
 //! NetworkPolicy enforcement timed end to end against the stack's
 //! kube-apiserver, Neutron and OVN, once per representation of pod peers
-//! (`[kubernetes] network_policy_peers = remote_group`, then `ip_prefix`):
+//! (`[kubernetes] network_policy_peers = remote_group`, then `ip_prefix`),
+//! or with `KURYR_BENCH_PEER` set to a command
+//! (`scripts/peer/policy-controller`) once against the controller that
+//! command starts instead: kuryr-kubernetes 10.0.0 scoped to the bench's
+//! namespace (`sudo scripts/bench-policy` runs both):
 //!
 //! - **policy created → enforced**: a server pod answers TCP 80; a pod the
 //!   policy does not admit asks it every 20 ms (each try gives up after
@@ -21,13 +25,16 @@
 //! so the kubelet never starts them: the bench plugs each pod's port into a
 //! network namespace of its own (an OVS port with the port's external_ids,
 //! as os-vif would) and writes the pod's address into its status (as the
-//! kubelet would from the CNI result). The controller runs in this process
-//! with the pod and policy handlers.
+//! kubelet would from the CNI result). kuryr-rs' controller runs in this
+//! process with the pod and policy handlers.
 //! `sudo cargo bench -p kuryr-controller --features stack --bench policy`
 //! (stack up on the ovn backend).
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+#[path = "common/peer.rs"]
+mod peer;
+
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kuryr_config::KuryrConfig;
 use kuryr_controller::{Context, Options};
@@ -39,6 +46,7 @@ use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::plug::{Net, VmPort};
 use kuryr_stack_tests::{unique_name, wait_until};
+use peer::{Controller, start_peer};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -326,10 +334,7 @@ async fn start_controller(
     subnet: &str,
     ns: &str,
     mode: &str,
-) -> anyhow::Result<(
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-)> {
+) -> anyhow::Result<Controller> {
     let conf = format!(
         "[node_port]\nenabled = false\n[neutron_defaults]\npod_subnet = {subnet}\nresource_tags = kuryr-rs-bench\n[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,policy\nnetwork_policy_peers = {mode}\n"
     );
@@ -353,7 +358,7 @@ async fn start_controller(
     let handle = tokio::spawn(kuryr_controller::run(ctx, async {
         let _ = rx.await;
     }));
-    Ok((stop, handle))
+    Ok(Controller::InProcess(stop, handle))
 }
 
 #[tokio::main]
@@ -384,8 +389,16 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let s = Session::login(&env).await?;
     let node = env.get("KURYR_STACK_NODE")?.to_owned();
+    let peer = std::env::var("KURYR_BENCH_PEER")
+        .ok()
+        .filter(|c| !c.is_empty());
+    let modes: &[&'static str] = if peer.is_some() {
+        &["kuryr-kubernetes"]
+    } else {
+        &["remote_group", "ip_prefix"]
+    };
     let mut figures = Vec::new();
-    for mode in ["remote_group", "ip_prefix"] {
+    for &mode in modes {
         let ns = unique_name("bench-np-", 40);
         let nss: Api<Namespace> = Api::all(kube.clone());
         nss.create(
@@ -397,7 +410,17 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         let res = with_undo(&s, async |undo| {
             let net = Net::create(&s, undo, "10.98.72.0/22", None).await?;
-            let (stop, handle) = start_controller(&kube, &os, &net.subnet_id, &ns, mode).await?;
+            let ctl = match &peer {
+                Some(cmd) => Controller::Peer(start_peer(
+                    cmd,
+                    &[
+                        ("KURYR_PEER_NAMESPACE", ns.as_str()),
+                        ("KURYR_PEER_POD_SUBNET", net.subnet_id.as_str()),
+                        ("KURYR_PEER_TAG", "kuryr-peer-bench"),
+                    ],
+                )?),
+                None => start_controller(&kube, &os, &net.subnet_id, &ns, mode).await?,
+            };
             let b = Bench {
                 env: StackEnv::load()?,
                 os: os.clone(),
@@ -435,8 +458,7 @@ async fn main() -> anyhow::Result<()> {
                 },
             )
             .await;
-            let _ = stop.send(());
-            let _ = handle.await;
+            ctl.stop().await;
             r
         })
         .await;
@@ -445,7 +467,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let pods = env_num("KURYR_BENCH_PODS", 100);
     let policies = env_num("KURYR_BENCH_POLICIES", 10);
-    println!("\nNetworkPolicy on the {backend} backend, kuryr-rs:");
+    let who = if peer.is_some() {
+        "kuryr-kubernetes 10.0.0"
+    } else {
+        "kuryr-rs"
+    };
+    println!("\nNetworkPolicy on the {backend} backend, {who}:");
     println!(
         "| peers | policy created -> first denied | pod created -> allowed | {pods} pods x {policies} policies: in sync | rules in Neutron | peer groups |"
     );

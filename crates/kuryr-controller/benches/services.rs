@@ -26,6 +26,9 @@
 //! `sudo cargo bench -p kuryr-controller --features stack --bench services`
 //! (stack up on the ovn backend).
 
+#[path = "common/peer.rs"]
+mod peer;
+
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -39,6 +42,7 @@ use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::plug::{Net, VmPort, wait_port_active};
 use kuryr_stack_tests::{finally, unique_name, wait_until};
+use peer::{Controller, start_peer};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,69 +135,6 @@ async fn set_backends(
     Ok(())
 }
 
-/// The controller under test: in this process, or the peer's, started by
-/// `KURYR_BENCH_PEER` and stopped through its process group.
-enum Controller {
-    InProcess(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ),
-    Peer(i32),
-}
-
-impl Controller {
-    async fn stop(self) {
-        match self {
-            Controller::InProcess(stop, handle) => {
-                let _ = stop.send(());
-                let _ = handle.await;
-            }
-            Controller::Peer(pgid) => {
-                let group = format!("-{pgid}");
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", "--", &group])
-                    .status();
-                let gone = || {
-                    !std::process::Command::new("kill")
-                        .args(["-0", "--", &group])
-                        .stderr(std::process::Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                };
-                let _ = wait_until(
-                    "the peer controller gone",
-                    Duration::from_secs(15),
-                    Duration::from_millis(200),
-                    || async { Ok(gone().then_some(())) },
-                )
-                .await;
-                if !gone() {
-                    let _ = std::process::Command::new("kill")
-                        .args(["-KILL", "--", &group])
-                        .status();
-                }
-            }
-        }
-    }
-}
-
-/// Starts the peer controller with `cmd start`; its process group id.
-fn start_peer(cmd: &str, ns: &str, member_subnet: &str, tag: &str) -> anyhow::Result<i32> {
-    let out = std::process::Command::new(cmd)
-        .arg("start")
-        .env("KURYR_PEER_NAMESPACE", ns)
-        .env("KURYR_PEER_MEMBER_SUBNET", member_subnet)
-        .env("KURYR_PEER_TAG", tag)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {cmd} start"))?;
-    anyhow::ensure!(out.status.success(), "{cmd} start failed ({})", out.status);
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .with_context(|| format!("{cmd} start printed {text:?}, not a process group id"))
-}
-
 /// Asks `addr` from `client` every 20 ms until `token` answers.
 async fn first_answer(client: &VmPort, addr: &str, token: &str) -> anyhow::Result<()> {
     wait_until(
@@ -261,7 +202,14 @@ async fn main() -> anyhow::Result<()> {
         let _sa = EchoServer::start(&a.ns, "bench-a", &[8080], &[])?;
         let _sb = EchoServer::start(&b.ns, "bench-b", &[8080], &[])?;
         let ctl = match &peer {
-            Some(cmd) => Controller::Peer(start_peer(cmd, &ns, &net.subnet_id, &tag)?),
+            Some(cmd) => Controller::Peer(start_peer(
+                cmd,
+                &[
+                    ("KURYR_PEER_NAMESPACE", ns.as_str()),
+                    ("KURYR_PEER_MEMBER_SUBNET", net.subnet_id.as_str()),
+                    ("KURYR_PEER_TAG", tag.as_str()),
+                ],
+            )?),
             None => {
                 let conf = format!(
                     "[node_port]\nenabled = false\n[neutron_defaults]\npod_subnet = {}\nresource_tags = kuryr-rs-bench\nservice_subnet = {}\n[kubernetes]\nendpoints_driver_octavia_provider = ovn\n",
