@@ -13,13 +13,17 @@
 //! Neutron reports it ACTIVE. Times come from this process's clock: from
 //! the pod's create call to the VIF in the KuryrPort, and to `active`.
 
+#[path = "common/bench.rs"]
+mod bench;
+
+use bench::{RUNTIME_CLASS_NONE, clients, delete_pods, runtime_class_none};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
 use kuryr_crds::KuryrPort;
+use kuryr_openstack::Query;
 use kuryr_openstack::types::neutron::{NetworkCreate, SubnetCreate};
-use kuryr_openstack::{CloudConfig, Query};
 use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::{unique_name, wait_until};
 use serde_json::json;
@@ -230,7 +234,7 @@ async fn run_one(
         for i in 0..pods {
             let p: Pod = serde_json::from_value(json!({
                 "metadata": {"name": format!("b-{i:03}"), "labels": {"kuryr-bench": ns}},
-                "spec": {"nodeName": node, "runtimeClassName": "kuryr-bench-none", "terminationGracePeriodSeconds": 0,
+                "spec": {"nodeName": node, "runtimeClassName": RUNTIME_CLASS_NONE, "terminationGracePeriodSeconds": 0,
                          "containers": [{"name": "c", "image": "localhost/kuryr-test/busybox:latest"}]}}))?;
             let before = Instant::now();
             let made = pods_api.create(&PostParams::default(), &p).await?;
@@ -269,29 +273,7 @@ async fn run_one(
     .await;
     // clean up: pods (the controller releases their ports), OVS ports, the controller
     let pods_api: Api<Pod> = Api::namespaced(kube.clone(), &ns);
-    let _ = pods_api
-        .delete_collection(
-            &DeleteParams {
-                grace_period_seconds: Some(0),
-                ..Default::default()
-            },
-            &ListParams::default(),
-        )
-        .await;
-    let _ = wait_until(
-        "bench pods gone",
-        Duration::from_secs(300),
-        Duration::from_millis(500),
-        || async {
-            Ok(pods_api
-                .list(&ListParams::default())
-                .await?
-                .items
-                .is_empty()
-                .then_some(()))
-        },
-    )
-    .await;
+    delete_pods(&pods_api).await;
     for name in plugged.lock().unwrap().iter() {
         let _ = vsctl(&sock, &["--if-exists", "del-port", "br-int", name]);
     }
@@ -312,24 +294,9 @@ async fn main() -> anyhow::Result<()> {
     let env = StackEnv::load()?;
     env.require("kubelet")?;
     let node = env.get("KURYR_STACK_NODE")?.to_owned();
-    let kc = kube::config::Kubeconfig::read_from(env.get("KUBECONFIG")?)?;
-    let kube = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-    )?;
-    let os = kuryr_openstack::Client::new(CloudConfig::from_vars(|k| {
-        env.get(k).ok().map(str::to_owned)
-    })?)?;
-    kuryr_crds::install(&kube).await?;
+    let (kube, os) = clients(&env).await?;
     // a RuntimeClass no runtime has: the kubelet never starts the pods
-    let rc: Api<k8s_openapi::api::node::v1::RuntimeClass> = Api::all(kube.clone());
-    let _ = rc
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": "kuryr-bench-none"}, "handler": "kuryr-bench-none"}),
-            )?,
-        )
-        .await;
+    runtime_class_none(&kube).await?;
     let n = os.neutron();
     let net = n
         .create_network(&NetworkCreate {

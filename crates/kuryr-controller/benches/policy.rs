@@ -32,26 +32,22 @@
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-#[path = "common/peer.rs"]
-mod peer;
+#[path = "common/bench.rs"]
+mod bench;
 
+use bench::{Controller, RUNTIME_CLASS_NONE, clients, delete_pods, runtime_class_none, start_peer};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kuryr_config::KuryrConfig;
-use kuryr_controller::{Context, Options};
+use kuryr_controller::Options;
 use kuryr_crds::{KuryrNetworkPolicy, KuryrPort};
-use kuryr_openstack::CloudConfig;
 use kuryr_stack_tests::bench::{env_num, summary};
 use kuryr_stack_tests::echo::{EchoServer, ask_within};
 use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::plug::{Net, VmPort};
 use kuryr_stack_tests::{unique_name, wait_until};
-use peer::{Controller, start_peer};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const RUNTIME_CLASS: &str = "kuryr-bench-none";
 const TOKEN: &str = "bench-server";
 
 /// One bench namespace with its controller.
@@ -73,7 +69,7 @@ impl Bench {
     async fn pod(&self, name: &str, app: &str) -> anyhow::Result<(String, String, String)> {
         let p: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {"app": app, "kuryr-bench": self.ns}},
-            "spec": {"nodeName": self.node, "runtimeClassName": RUNTIME_CLASS,
+            "spec": {"nodeName": self.node, "runtimeClassName": RUNTIME_CLASS_NONE,
                      "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "c", "image": "localhost/kuryr-test/busybox:latest"}]}}))?;
         let uid = self
@@ -338,27 +334,13 @@ async fn start_controller(
     let conf = format!(
         "[node_port]\nenabled = false\n[neutron_defaults]\npod_subnet = {subnet}\nresource_tags = kuryr-rs-bench\n[kubernetes]\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,policy\nnetwork_policy_peers = {mode}\n"
     );
-    let (cfg, _) = KuryrConfig::parse(&conf, |_| None)?;
-    let ctx = Arc::new(
-        Context::new(
-            kube.clone(),
-            os.clone(),
-            &cfg,
-            unique_name("bnp", 30),
-            Options {
-                pod_selector: Some(format!("kuryr-bench={ns}")),
-                namespace_selector: Some(format!("kuryr-bench={ns}")),
-                gc_interval: Duration::ZERO,
-                ..Default::default()
-            },
-        )
-        .await?,
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(kuryr_controller::run(ctx, async {
-        let _ = rx.await;
-    }));
-    Ok(Controller::InProcess(stop, handle))
+    let options = Options {
+        pod_selector: Some(format!("kuryr-bench={ns}")),
+        namespace_selector: Some(format!("kuryr-bench={ns}")),
+        gc_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    Controller::in_process(kube, os, &conf, unique_name("bnp", 30), options).await
 }
 
 #[tokio::main]
@@ -370,23 +352,8 @@ async fn main() -> anyhow::Result<()> {
     env.require("k8s")?;
     env.require("openstack")?;
     let backend = env.get("KURYR_STACK_NEUTRON_BACKEND")?.to_owned();
-    let kc = kube::config::Kubeconfig::read_from(env.get("KUBECONFIG")?)?;
-    let kube = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-    )?;
-    let os = kuryr_openstack::Client::new(CloudConfig::from_vars(|k| {
-        env.get(k).ok().map(str::to_owned)
-    })?)?;
-    kuryr_crds::install(&kube).await?;
-    let rc: Api<k8s_openapi::api::node::v1::RuntimeClass> = Api::all(kube.clone());
-    let _ = rc
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                json!({"metadata": {"name": RUNTIME_CLASS}, "handler": RUNTIME_CLASS}),
-            )?,
-        )
-        .await;
+    let (kube, os) = clients(&env).await?;
+    runtime_class_none(&kube).await?;
     let s = Session::login(&env).await?;
     let node = env.get("KURYR_STACK_NODE")?.to_owned();
     let peer = std::env::var("KURYR_BENCH_PEER")
@@ -434,30 +401,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let r = run_mode(&b, mode).await;
             // pods first, while the controller runs (it gives their ports back)
-            let _ = b
-                .pods
-                .delete_collection(
-                    &DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..Default::default()
-                    },
-                    &ListParams::default(),
-                )
-                .await;
-            let _ = wait_until(
-                "bench pods gone",
-                Duration::from_secs(300),
-                Duration::from_millis(500),
-                || async {
-                    Ok(b.pods
-                        .list(&ListParams::default())
-                        .await?
-                        .items
-                        .is_empty()
-                        .then_some(()))
-                },
-            )
-            .await;
+            delete_pods(&b.pods).await;
             ctl.stop().await;
             r
         })

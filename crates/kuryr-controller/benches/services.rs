@@ -26,25 +26,23 @@
 //! `sudo cargo bench -p kuryr-controller --features stack --bench services`
 //! (stack up on the ovn backend).
 
-#[path = "common/peer.rs"]
-mod peer;
+#[path = "common/bench.rs"]
+mod bench;
 
 use anyhow::Context as _;
+use bench::{Controller, clients, start_peer};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kuryr_config::KuryrConfig;
-use kuryr_controller::{Context, Options};
-use kuryr_openstack::{CloudConfig, Query};
+use kuryr_controller::Options;
+use kuryr_openstack::Query;
 use kuryr_stack_tests::bench::{env_num, summary};
 use kuryr_stack_tests::echo::{EchoServer, ask_within};
 use kuryr_stack_tests::env::StackEnv;
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::plug::{Net, VmPort, wait_port_active};
 use kuryr_stack_tests::{finally, unique_name, wait_until};
-use peer::{Controller, start_peer};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// For each of `addrs`, whether it answers `token` within 300 ms; asked 16
@@ -166,14 +164,7 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let kc = kube::config::Kubeconfig::read_from(env.get("KUBECONFIG")?)?;
-    let kube = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?,
-    )?;
-    let os = kuryr_openstack::Client::new(CloudConfig::from_vars(|k| {
-        env.get(k).ok().map(str::to_owned)
-    })?)?;
-    kuryr_crds::install(&kube).await?;
+    let (kube, os) = clients(&env).await?;
     let s = Session::login(&env).await?;
     let router = env.get("KURYR_STACK_ROUTER")?.to_owned();
     let ns = unique_name("bench-svc-", 40);
@@ -216,27 +207,13 @@ async fn main() -> anyhow::Result<()> {
                     net.subnet_id,
                     env.get("KURYR_STACK_SERVICE_SUBNET")?
                 );
-                let (cfg, _) = KuryrConfig::parse(&conf, |_| None)?;
-                let ctx = Arc::new(
-                    Context::new(
-                        kube.clone(),
-                        os.clone(),
-                        &cfg,
-                        cluster.clone(),
-                        Options {
-                            // no pod of this bench's: the pod handler idles
-                            pod_selector: Some(format!("kuryr-bench={cluster}")),
-                            gc_interval: Duration::ZERO,
-                            ..Default::default()
-                        },
-                    )
-                    .await?,
-                );
-                let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-                let handle = tokio::spawn(kuryr_controller::run(ctx, async {
-                    let _ = rx.await;
-                }));
-                Controller::InProcess(stop, handle)
+                let options = Options {
+                    // no pod of this bench's: the pod handler idles
+                    pod_selector: Some(format!("kuryr-bench={cluster}")),
+                    gc_interval: Duration::ZERO,
+                    ..Default::default()
+                };
+                Controller::in_process(&kube, &os, &conf, cluster.clone(), options).await?
             }
         };
         let run = async {

@@ -15,6 +15,36 @@ pub mod pod;
 pub mod pod_groups;
 pub mod service;
 
+/// A store of every `K` that `api` lists with `config`, and a stream
+/// yielding once per change it sees, after the store holds it (a handler
+/// woken by it reads the store as changed).
+pub(crate) fn watched<K>(
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = ()> + Send + 'static,
+)
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let changes = kube::runtime::reflector::reflector(writer, kube::runtime::watcher(api, config))
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ());
+    (store, changes)
+}
+
 /// Which handlers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Enabled {

@@ -23,8 +23,8 @@ use kube::Resource;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kuryr_crds::{
     KuryrNetworkPolicy, KuryrNetworkPolicyStatus, KuryrPort, NETWORKPOLICY_FINALIZER,
     NETWORKPOLICY_LINK,
@@ -545,36 +545,15 @@ pub async fn run(
         Some(s) => watcher::Config::default().labels(s),
         None => watcher::Config::default(),
     };
-    let (pods, pods_writer) = reflector::store();
-    let (namespaces, ns_writer) = reflector::store();
-    let pod_changes = reflector::reflector(
-        pods_writer,
-        watcher(Api::<Pod>::all(ctx.kube.clone()), pod_cfg.clone()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
-    let ns_changes = reflector::reflector(
-        ns_writer,
-        watcher(
-            Api::<Namespace>::all(ctx.kube.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
-    let (services, svc_writer) = reflector::store();
-    let svc_changes = reflector::reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(ctx.kube.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
+    let (pods, pod_changes) = super::watched(Api::<Pod>::all(ctx.kube.clone()), pod_cfg.clone());
+    let (namespaces, ns_changes) = super::watched(
+        Api::<Namespace>::all(ctx.kube.clone()),
+        watcher::Config::default(),
+    );
+    let (services, svc_changes) = super::watched(
+        Api::<Service>::all(ctx.kube.clone()),
+        watcher::Config::default(),
+    );
     // any pod, namespace or Service change may change any policy's rules:
     // every policy is computed again (in memory; only differences reach
     // Neutron)

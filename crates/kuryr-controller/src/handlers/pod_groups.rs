@@ -202,7 +202,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (kps, kps_writer) = reflector::store();
-    let (knps, knps_writer) = reflector::store();
     // a KuryrPort changing brings back its pod (same namespace and name)
     let kp_changes = reflector::reflector(
         kps_writer,
@@ -220,29 +219,16 @@ pub async fn run(
                 .within(kp.metadata.namespace.as_deref()?),
         )
     });
-    let knp_changes = reflector::reflector(
-        knps_writer,
-        watcher(
-            Api::<KuryrNetworkPolicy>::all(ctx.kube.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
+    let (knps, knp_changes) = super::watched(
+        Api::<KuryrNetworkPolicy>::all(ctx.kube.clone()),
+        watcher::Config::default(),
+    );
     // a namespace's labels decide which peer sets its pods are in
     // (the store is read after the change it reports)
-    let (namespaces, ns_writer) = reflector::store();
-    let ns_changes = reflector::reflector(
-        ns_writer,
-        watcher(
-            Api::<Namespace>::all(ctx.kube.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
+    let (namespaces, ns_changes) = super::watched(
+        Api::<Namespace>::all(ctx.kube.clone()),
+        watcher::Config::default(),
+    );
     let state = Arc::new(State {
         ctx: ctx.clone(),
         kps,
