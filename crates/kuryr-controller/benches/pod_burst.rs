@@ -16,7 +16,7 @@
 #[path = "common/bench.rs"]
 mod bench;
 
-use bench::{RUNTIME_CLASS_NONE, clients, delete_pods, runtime_class_none};
+use bench::{clients, delete_pods};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -25,6 +25,7 @@ use kuryr_crds::KuryrPort;
 use kuryr_openstack::Query;
 use kuryr_openstack::types::neutron::{NetworkCreate, SubnetCreate};
 use kuryr_stack_tests::env::StackEnv;
+use kuryr_stack_tests::k8s::{RUNTIME_CLASS_NONE, runtime_class_none};
 use kuryr_stack_tests::{unique_name, wait_until};
 use serde_json::json;
 use std::collections::HashMap;

@@ -35,13 +35,14 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 #[path = "common/bench.rs"]
 mod bench;
 
-use bench::{Controller, RUNTIME_CLASS_NONE, clients, delete_pods, runtime_class_none, start_peer};
+use bench::{Controller, clients, delete_pods, start_peer};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kuryr_controller::Options;
 use kuryr_crds::{KuryrNetworkPolicy, KuryrPort};
 use kuryr_stack_tests::bench::{env_num, summary};
 use kuryr_stack_tests::echo::{EchoServer, ask_within};
 use kuryr_stack_tests::env::StackEnv;
+use kuryr_stack_tests::k8s::{RUNTIME_CLASS_NONE, runtime_class_none};
 use kuryr_stack_tests::openstack::{Session, with_undo};
 use kuryr_stack_tests::plug::{Net, VmPort};
 use kuryr_stack_tests::{unique_name, wait_until};

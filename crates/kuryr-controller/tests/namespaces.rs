@@ -5,18 +5,26 @@
 //! pods' ports are made there; its labels are followed; deleting it takes
 //! the ports, interface, subnet and network with it, and waits (saying so
 //! in a Warning event) while a port kuryr-rs did not make is still there.
+//! A VM's port on a namespace's network gets the verdicts of the
+//! namespace's pods under a policy (traffic through the stack's OVS).
 #![cfg(feature = "stack")]
 
 mod common;
 
+use common::policy::create_policy;
 use common::{Harness, NODE, start};
 use k8s_openapi::api::core::v1::{Event, Namespace};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kuryr_controller::Options;
 use kuryr_controller::namespace_net::{namespace_tag, resource_name};
 use kuryr_crds::{KURYRNETWORK_FINALIZER, KuryrNetwork};
 use kuryr_openstack::Query;
 use kuryr_openstack::types::neutron::{PortCreate, SubnetPoolCreate};
+use kuryr_stack_tests::echo::{EchoServer, ask_within};
+use kuryr_stack_tests::k8s::{RUNTIME_CLASS_NONE, runtime_class_none};
+use kuryr_stack_tests::openstack::{Session, with_undo};
+use kuryr_stack_tests::plug::{Net, VmPort, wait_port_active};
 use kuryr_stack_tests::{finally, unique_name, wait_until};
 use serde_json::json;
 use std::time::Duration;
@@ -228,6 +236,182 @@ async fn a_namespace_gets_its_own_network_for_its_pods_and_loses_it_with_the_nam
         ctl.stop().await;
         anyhow::Ok(())
     };
+    let cleanup = async {
+        h.cleanup().await?;
+        n.delete_subnet_pool(&pool.id).await?;
+        anyhow::Ok(())
+    };
+    finally(body, cleanup).await
+}
+
+/// Pod `name` labelled `app=<app>` on the stack's real node under a
+/// RuntimeClass no runtime has, its port plugged into a namespace of its
+/// own once the controller made it (as kuryr-daemon would) and its address
+/// written into its status (as the kubelet would).
+async fn plugged_pod(
+    h: &Harness,
+    node: &str,
+    name: &str,
+    app: &str,
+    prefix: u8,
+) -> anyhow::Result<VmPort> {
+    let mut p = h.pod(name, node)?;
+    p.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("app".into(), app.into());
+    p.spec.as_mut().expect("spec").runtime_class_name = Some(RUNTIME_CLASS_NONE.into());
+    let uid = h
+        .pods
+        .create(&PostParams::default(), &p)
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let vif = h.vif_of(name, &uid, WAIT).await?;
+    let ip = vif.network.subnets[0].ips[0].clone();
+    h.pods
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
+        )
+        .await?;
+    VmPort::attach(&h.env, &vif.id, &vif.address, &ip, prefix, "", name)
+}
+
+const TOKEN: &str = "nsvm-server";
+
+/// Whether `from` gets the server's answer on `addr` within a second.
+fn answered(from: &VmPort, addr: &str) -> bool {
+    ask_within(&from.ns, "tcp", addr, 1000).is_ok_and(|a| a == TOKEN)
+}
+
+/// Waits until every one of `who` gets the verdict it should (`true`:
+/// answered), then checks them all once more together.
+async fn verdicts(what: &str, addr: &str, who: &[(&str, &VmPort, bool)]) -> anyhow::Result<()> {
+    wait_until(what, WAIT, EVERY, || async {
+        Ok(who
+            .iter()
+            .all(|(_, p, want)| answered(p, addr) == *want)
+            .then_some(()))
+    })
+    .await?;
+    for (name, p, want) in who {
+        assert_eq!(answered(p, addr), *want, "{what}: {name}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_vm_on_a_namespace_network_gets_the_verdicts_its_pods_get() -> anyhow::Result<()> {
+    let h = Harness::new("nsvm", "10.239.1.0/24").await?;
+    let n = h.os.neutron();
+    let router = h.env.get("KURYR_STACK_ROUTER")?.to_owned();
+    let node = h.env.get("KURYR_STACK_NODE")?.to_owned();
+    runtime_class_none(&h.kube).await?;
+    let s = Session::login(&h.env).await?;
+    let pool = n
+        .create_subnet_pool(&SubnetPoolCreate {
+            name: unique_name("nsvm-pool-", 40),
+            prefixes: vec!["10.242.0.0/16".into()],
+            default_prefixlen: Some(26),
+            ..Default::default()
+        })
+        .await?;
+    let body = with_undo(&s, async |undo| {
+        // peers as the backend suits (remote groups on OVN, addresses on
+        // ML2/OVS): the VM must get the pods' verdicts either way
+        let conf = format!(
+            "[kubernetes]\npod_subnets_driver = namespace\npod_security_groups_driver = policy\nenabled_handlers = vif,kuryrport,namespace,kuryrnetwork,policy\nnetwork_policy_peers = auto\n[namespace_subnet]\npod_subnet_pool = {}\npod_router = {router}\n",
+            pool.id
+        );
+        let ctl = start(h.context(&conf, Options::default()).await?);
+
+        let server = plugged_pod(&h, &node, "server", "server", 26).await?;
+        let _echo = EchoServer::start(&server.ns, TOKEN, &[80], &[])?;
+        let client = plugged_pod(&h, &node, "client", "client", 26).await?;
+        let other = plugged_pod(&h, &node, "other", "other", 26).await?;
+
+        // the VM: a port on the namespace's network in the project's
+        // default group, as Nova would make it
+        let knss: Api<KuryrNetwork> = Api::namespaced(h.kube.clone(), &h.ns);
+        let st = knss.get(&h.ns).await?.status.expect("KuryrNetwork status");
+        let cidr = st.subnet_cidr.clone().unwrap_or_default();
+        anyhow::ensure!(cidr.ends_with("/26"), "namespace subnet {cidr}");
+        let net = Net {
+            id: st.net_id.clone().expect("netId"),
+            subnet_id: st.subnet_id.clone().expect("subnetId"),
+            prefix: 26,
+            gateway: String::new(),
+        };
+        let vm = VmPort::plug(&s, undo, &h.env, &net, None).await?;
+        wait_port_active(&s, &vm.id).await?;
+        let addr = format!("{}:80", server.ip);
+
+        verdicts(
+            "no policy: everybody is answered",
+            &addr,
+            &[
+                ("client", &client, true),
+                ("other", &other, true),
+                ("vm", &vm, true),
+            ],
+        )
+        .await?;
+
+        let nps: Api<NetworkPolicy> = Api::namespaced(h.kube.clone(), &h.ns);
+        let from_clients = json!({"podSelector": {"matchLabels": {"app": "client"}}});
+        create_policy(
+            &nps,
+            "server",
+            json!({"podSelector": {"matchLabels": {"app": "server"}},
+                   "ingress": [{"from": [from_clients], "ports": [{"port": 80}]}]}),
+        )
+        .await?;
+        verdicts(
+            "a policy admitting app=client: the VM is refused like the other pod",
+            &addr,
+            &[
+                ("client", &client, true),
+                ("other", &other, false),
+                ("vm", &vm, false),
+            ],
+        )
+        .await?;
+
+        let vm_block = json!({"ipBlock": {"cidr": format!("{}/32", vm.ip)}});
+        nps.patch(
+            "server",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ingress": [{"from": [from_clients, vm_block], "ports": [{"port": 80}]}]}})),
+        )
+        .await?;
+        verdicts(
+            "the VM's address admitted too",
+            &addr,
+            &[
+                ("client", &client, true),
+                ("other", &other, false),
+                ("vm", &vm, true),
+            ],
+        )
+        .await?;
+
+        nps.delete("server", &DeleteParams::default()).await?;
+        verdicts(
+            "the policy gone: everybody is answered again",
+            &addr,
+            &[
+                ("client", &client, true),
+                ("other", &other, true),
+                ("vm", &vm, true),
+            ],
+        )
+        .await?;
+        ctl.stop().await;
+        anyhow::Ok(())
+    });
     let cleanup = async {
         h.cleanup().await?;
         n.delete_subnet_pool(&pool.id).await?;

@@ -15,6 +15,7 @@ pub mod cmd;
 pub mod cni;
 pub mod echo;
 pub mod env;
+pub mod k8s;
 pub mod net;
 pub mod openstack;
 pub mod plug;

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use anyhow::Context as _;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kuryr_config::KuryrConfig;
 use kuryr_controller::{Context, Options};
 use kuryr_openstack::CloudConfig;
@@ -55,26 +55,6 @@ pub async fn delete_pods(pods: &Api<k8s_openapi::api::core::v1::Pod>) {
         },
     )
     .await;
-}
-
-/// A RuntimeClass no runtime has (see [`runtime_class_none`]).
-pub const RUNTIME_CLASS_NONE: &str = "kuryr-bench-none";
-
-/// Makes [`RUNTIME_CLASS_NONE`] if missing: the kubelet never starts a pod
-/// using it, so a benchmark's pods get ports and no containers.
-pub async fn runtime_class_none(kube: &kube::Client) -> anyhow::Result<()> {
-    const NAME: &str = RUNTIME_CLASS_NONE;
-    let rc: Api<k8s_openapi::api::node::v1::RuntimeClass> = Api::all(kube.clone());
-    if rc.get_opt(NAME).await?.is_none() {
-        rc.create(
-            &PostParams::default(),
-            &serde_json::from_value(
-                serde_json::json!({"metadata": {"name": NAME}, "handler": NAME}),
-            )?,
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// The controller under test: in this process, or the peer's, started by
