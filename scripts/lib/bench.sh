@@ -16,7 +16,9 @@ bench_pair() {
     rm -rf "$out"; mkdir -p "$out"
     say() { printf '[bench %5ss] %s\n' "$((SECONDS - t0))" "$*"; }
     say "building the benchmark"
-    cargo bench -p kuryr-controller --features stack --bench "$bench" --no-run 2> "$out/build.log" \
+    # the bench and kst-echo (its servers and clients) in the bench profile
+    { cargo bench -p kuryr-controller --features stack --bench "$bench" --no-run \
+        && cargo build --profile bench -p kuryr-stack-tests --bins; } 2> "$out/build.log" \
         || { tail -20 "$out/build.log"; exit 1; }
     local run who
     for run in kuryr-rs kuryr-kubernetes; do

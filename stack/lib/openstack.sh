@@ -381,11 +381,12 @@ openstack_up() {
     # the ovn provider leaks a descriptor and about 1.5 MB per provider call
     # (README, Services): past ~1000 calls select() fails, every ovn call
     # answers "Provider 'ovn' was not found" and the listen queue fills (a
-    # whole Netpol run gets there). A worker past 1200 MB (~700 calls) is
-    # replaced after its request. Not by request count: that counts the
-    # many status GETs too and would recycle often, and a recycle can drop
-    # a call the provider still finishes in the background.
-    uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8 --reload-on-rss 1200
+    # whole Netpol run gets there). A worker past 600 MB (~500 calls: a
+    # worker measured 1151 MB with 1119 descriptors, so 1200 MB came too
+    # late) is replaced after its request. Not by request count: that
+    # counts the many status GETs too and would recycle often, and a
+    # recycle can drop a call the provider still finishes in the background.
+    uwsgi_app octavia-api 9876 "$OS/octavia/wsgi.py" 1 8 --reload-on-rss 600
     PYTHONPATH=$OS/octavia/pyext start octavia-worker octavia-worker \
         --config-file "$OS_ETC/octavia/octavia-worker.conf" --log-file "$LOGS/octavia-worker.log"
     # the ovn provider reports load balancers' status through the driver

@@ -8,7 +8,7 @@
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kuryr_crds::policy::PeerGroup;
-use kuryr_crds::{KuryrNetworkPolicy, KuryrNetworkPolicySpec};
+use kuryr_crds::{KuryrNetworkPolicy, KuryrNetworkPolicySpec, KuryrPort};
 use kuryr_openstack::types::neutron::{SecurityGroupRule, SecurityGroupRuleCreate};
 use kuryr_policy::{Labels, PeerIds, PolicyRules, Selector, SgRule, World};
 
@@ -27,21 +27,66 @@ pub fn takes_part(pod: &Pod) -> bool {
     !host_network && !finished
 }
 
+/// The addresses of a pod's port as its KuryrPort records them, keyed by
+/// namespace and pod name, with the pod's UID (a KuryrPort of an earlier
+/// pod of the same name does not count).
+type PortIps = std::collections::HashMap<(String, String), (String, Vec<std::net::IpAddr>)>;
+
+fn port_ips<'a>(ports: impl IntoIterator<Item = &'a KuryrPort>) -> PortIps {
+    ports
+        .into_iter()
+        .filter_map(|kp| {
+            let vif = kp.status.as_ref()?.default_vif()?;
+            let ips: Vec<std::net::IpAddr> = vif
+                .network
+                .subnets
+                .iter()
+                .flat_map(|s| s.ips.iter())
+                .filter_map(|ip| ip.parse().ok())
+                .collect();
+            let key = (kp.metadata.namespace.clone()?, kp.metadata.name.clone()?);
+            Some((key, (kp.spec.pod_uid.clone(), ips)))
+        })
+        .filter(|(_, (_, ips))| !ips.is_empty())
+        .collect()
+}
+
+/// The policy view of `pod`: its port's addresses as its KuryrPort records
+/// them (the controller made the port, so they are known before the kubelet
+/// reports the pod's IPs, and stay right whatever writes the pod's status),
+/// else the addresses of its status.
+fn pod_view(pod: &Pod, ports: &PortIps) -> kuryr_policy::Pod {
+    let mut view = kuryr_policy::Pod::from_k8s(pod);
+    let key = (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    );
+    if let Some((uid, ips)) = ports.get(&key)
+        && pod.metadata.uid.as_deref() == Some(uid.as_str())
+    {
+        view.ips = ips.clone();
+    }
+    view
+}
+
 /// The world `compute` evaluates policies against: the pods that take part
-/// (see [`takes_part`]), every namespace, and the Services with a selector
-/// (egress towards their pods also admits their ClusterIPs). `ipv6` says
-/// whether the pod network has IPv6 subnets (IPv4 is always written).
+/// (see [`takes_part`]; addresses from their KuryrPorts, see [`pod_view`]),
+/// every namespace, and the Services with a selector (egress towards their
+/// pods also admits their ClusterIPs). `ipv6` says whether the pod network
+/// has IPv6 subnets (IPv4 is always written).
 pub fn world<'a>(
     pods: impl IntoIterator<Item = &'a Pod>,
+    ports: impl IntoIterator<Item = &'a KuryrPort>,
     namespaces: impl IntoIterator<Item = &'a Namespace>,
     services: impl IntoIterator<Item = &'a Service>,
     ipv6: bool,
 ) -> World {
+    let ports = port_ips(ports);
     let mut w = World {
         pods: pods
             .into_iter()
             .filter(|p| takes_part(p))
-            .map(kuryr_policy::Pod::from_k8s)
+            .map(|p| pod_view(p, &ports))
             .collect(),
         namespaces: namespaces
             .into_iter()
@@ -305,6 +350,86 @@ mod tests {
         .unwrap()
     }
 
+    /// KuryrPort `name` of `ns` for pod UID `uid`, its port at `ip`.
+    fn port(ns: &str, name: &str, uid: &str, ip: &str) -> KuryrPort {
+        use kuryr_crds::vif::{Vif, VifKind, VifNetwork, VifSubnet};
+        let mut k = KuryrPort::new(
+            name,
+            kuryr_crds::KuryrPortSpec {
+                pod_uid: uid.into(),
+                pod_node_name: "node-1".into(),
+                pod_static: false,
+            },
+        );
+        k.metadata.namespace = Some(ns.into());
+        let vif = Vif {
+            id: "p".into(),
+            address: "fa:16:3e:00:00:01".into(),
+            network: VifNetwork {
+                id: "n".into(),
+                label: "l".into(),
+                bridge: None,
+                mtu: None,
+                subnets: vec![VifSubnet {
+                    cidr: "10.0.0.0/24".into(),
+                    gateway: None,
+                    dns: vec![],
+                    ips: vec![ip.into()],
+                    routes: vec![],
+                }],
+            },
+            plugin: "ovs".into(),
+            active: true,
+            preserve_on_delete: false,
+            has_traffic_filtering: true,
+            vif_name: "tapp".into(),
+            kind: VifKind::OpenVSwitch {
+                bridge_name: "br-int".into(),
+            },
+        };
+        k.status = Some(kuryr_crds::KuryrPortStatus::default_only(vif));
+        k
+    }
+
+    #[test]
+    fn pod_addresses_come_from_their_kuryrports_before_their_status() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let mut a = pod("ns", json!({}));
+        a.metadata.uid = Some("uid-a".into());
+        // no address in its status (not reported yet, or overwritten)
+        let mut b = pod("ns", json!({}));
+        b.metadata.name = Some("b".into());
+        b.metadata.uid = Some("uid-b".into());
+        b.status = Some(serde_json::from_value(json!({"phase": "Pending"})).unwrap());
+        // a KuryrPort left by an earlier pod named c does not count
+        let mut c = pod("ns", json!({}));
+        c.metadata.name = Some("c".into());
+        c.metadata.uid = Some("uid-c2".into());
+        let ports = [
+            port("ns", "p", "uid-a", "10.0.0.9"),
+            port("ns", "b", "uid-b", "10.0.0.7"),
+            port("ns", "c", "uid-c1", "10.0.0.8"),
+        ];
+        let w = world([&a, &b, &c], &ports, [], [], false);
+        let ips: Vec<_> = w
+            .pods
+            .iter()
+            .map(|p| (p.name.as_str(), p.ips.clone()))
+            .collect();
+        assert_eq!(
+            ips,
+            [
+                ("p", vec![ip("10.0.0.9")]),
+                ("b", vec![ip("10.0.0.7")]),
+                ("c", vec![ip("10.0.0.5")]),
+            ]
+        );
+        // without KuryrPorts, the status
+        let w = world([&a, &b], [], [], [], false);
+        assert_eq!(w.pods[0].ips, [ip("10.0.0.5")]);
+        assert!(w.pods[1].ips.is_empty());
+    }
+
     fn knp(ns: &str, selector: serde_json::Value, sg: Option<&str>) -> KuryrNetworkPolicy {
         let mut k = KuryrNetworkPolicy::new(
             "np",
@@ -429,7 +554,7 @@ mod tests {
         }))
         .unwrap();
         assert!(!takes_part(&host));
-        let w = world([&p, &host, &pod("a", json!({}))], [], [], false);
+        let w = world([&p, &host, &pod("a", json!({}))], [], [], [], false);
         assert_eq!(w.pods.len(), 1);
         assert!(!w.settings.ipv6);
     }
@@ -464,7 +589,7 @@ mod tests {
                      "egress": [{}]}
         }))
         .unwrap();
-        let w = world([&pod("a", json!({"app": "web"}))], [], [], false);
+        let w = world([&pod("a", json!({"app": "web"}))], [], [], [], false);
         let rules = kuryr_policy::compute(&np, &w).unwrap();
         let spec = knp_spec(&np, &rules, &PeerIds::new());
         assert_eq!(spec.policy_types, vec!["Ingress", "Egress"]);
@@ -486,7 +611,7 @@ mod tests {
                           "podSelector": {"matchLabels": {"app": "client"}}}]}]}
         }))
         .unwrap();
-        let mut w = world([&pod("a", json!({"app": "client"}))], [], [], false);
+        let mut w = world([&pod("a", json!({"app": "client"}))], [], [], [], false);
         w.settings.peer_groups = true;
         let rules = kuryr_policy::compute(&np, &w).unwrap();
         assert_eq!(rules.peer_sets.len(), 2);

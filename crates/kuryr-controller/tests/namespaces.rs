@@ -290,13 +290,20 @@ fn answered(from: &VmPort, addr: &str) -> bool {
 /// Waits until every one of `who` gets the verdict it should (`true`:
 /// answered), then checks them all once more together.
 async fn verdicts(what: &str, addr: &str, who: &[(&str, &VmPort, bool)]) -> anyhow::Result<()> {
-    wait_until(what, WAIT, EVERY, || async {
+    let reached = wait_until(what, WAIT, EVERY, || async {
         Ok(who
             .iter()
             .all(|(_, p, want)| answered(p, addr) == *want)
             .then_some(()))
     })
-    .await?;
+    .await;
+    if let Err(e) = reached {
+        let got: Vec<_> = who
+            .iter()
+            .map(|(name, p, want)| format!("{name}: want {want}, got {}", answered(p, addr)))
+            .collect();
+        anyhow::bail!("{e}: {got:?}");
+    }
     for (name, p, want) in who {
         assert_eq!(answered(p, addr), *want, "{what}: {name}");
     }

@@ -68,6 +68,7 @@ async fn two_projects_get_their_own_networks_ports_and_groups() -> anyhow::Resul
         nss.create(
             &PostParams::default(),
             &serde_json::from_value(json!({"metadata": {"name": other_ns,
+                "labels": {"kuryr-test": h.label},
                 "annotations": {PROJECT_ANNOTATION: projects[1]}}}))?,
         )
         .await?;

@@ -366,6 +366,10 @@ async fn reconcile(kns: Arc<KuryrNetwork>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     };
     let ns = kns.metadata.namespace.clone().unwrap_or_default();
+    if !super::namespace_selected(&ctx, &ns).await? {
+        // another controller's namespace (`--namespace-selector`)
+        return Ok(Action::await_change());
+    }
     let name = kns.metadata.name.clone().unwrap_or_default();
     let api: Api<KuryrNetwork> = Api::namespaced(ctx.kube.clone(), &ns);
     let has_finalizer = crate::plan::has_finalizer(&kns.metadata, KURYRNETWORK_FINALIZER);

@@ -45,6 +45,23 @@ where
     (store, changes)
 }
 
+/// Whether namespace `ns` is this controller's: every namespace, or with
+/// `--namespace-selector` only those it selects (another controller, or
+/// nobody, handles the others).
+pub(crate) async fn namespace_selected(
+    ctx: &crate::Context,
+    ns: &str,
+) -> Result<bool, kube::Error> {
+    let Some(sel) = &ctx.options.namespace_selector else {
+        return Ok(true);
+    };
+    let nss: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(ctx.kube.clone());
+    let lp = kube::api::ListParams::default()
+        .labels(sel)
+        .fields(&format!("metadata.name={ns}"));
+    Ok(!nss.list_metadata(&lp).await?.items.is_empty())
+}
+
 /// Which handlers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Enabled {

@@ -43,6 +43,8 @@ pub struct Cluster {
     pub namespaces: Store<Namespace>,
     /// Every Service.
     pub services: Store<Service>,
+    /// Every KuryrPort: the addresses of the pods' ports.
+    pub ports: Store<KuryrPort>,
 }
 
 struct State {
@@ -309,15 +311,8 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
     let ns = np.metadata.namespace.clone().unwrap_or_default();
     let name = np.metadata.name.clone().unwrap_or_default();
     let qualified = format!("{ns}/{name}");
-    if let Some(sel) = &ctx.options.namespace_selector {
-        // another controller's (or nobody's) namespace
-        let nss: Api<Namespace> = Api::all(ctx.kube.clone());
-        let lp = ListParams::default()
-            .labels(sel)
-            .fields(&format!("metadata.name={ns}"));
-        if nss.list_metadata(&lp).await?.items.is_empty() {
-            return Ok(Action::await_change());
-        }
+    if !super::namespace_selected(ctx, &ns).await? {
+        return Ok(Action::await_change());
     }
     if np.metadata.deletion_timestamp.is_some() {
         crate::lock(&st.seen).remove(&qualified);
@@ -338,12 +333,15 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
     st.cluster.pods.wait_until_ready().await.ok();
     st.cluster.namespaces.wait_until_ready().await.ok();
     st.cluster.services.wait_until_ready().await.ok();
+    st.cluster.ports.wait_until_ready().await.ok();
     let ipv6 = ctx.pod_net.get().subnets.iter().any(|s| s.ip_version == 6);
     let pods = st.cluster.pods.state();
     let namespaces = st.cluster.namespaces.state();
     let services = st.cluster.services.state();
+    let ports = st.cluster.ports.state();
     let mut world = policy::world(
         pods.iter().map(|p| p.as_ref()),
+        ports.iter().map(|p| p.as_ref()),
         namespaces.iter().map(|n| n.as_ref()),
         services.iter().map(|s| s.as_ref()),
         ipv6,
@@ -554,12 +552,16 @@ pub async fn run(
         Api::<Service>::all(ctx.kube.clone()),
         watcher::Config::default(),
     );
-    // any pod, namespace or Service change may change any policy's rules:
-    // every policy is computed again (in memory; only differences reach
-    // Neutron)
+    let (ports, port_changes) = super::watched(
+        Api::<KuryrPort>::all(ctx.kube.clone()),
+        watcher::Config::default(),
+    );
+    // any pod, KuryrPort, namespace or Service change may change any
+    // policy's rules: every policy is computed again (in memory; only
+    // differences reach Neutron)
     let changes = futures::stream::select(
         futures::stream::select(pod_changes, ns_changes),
-        svc_changes,
+        futures::stream::select(svc_changes, port_changes),
     );
     let state = Arc::new(State {
         ctx: ctx.clone(),
@@ -567,6 +569,7 @@ pub async fn run(
             pods,
             namespaces,
             services,
+            ports,
         },
         seen: std::sync::Mutex::default(),
     });
