@@ -11,11 +11,11 @@
 
 mod common;
 
-use common::policy::create_policy;
+use common::policy::{create_policy, pod_on};
 use common::{Harness, NODE, start};
 use k8s_openapi::api::core::v1::{Event, Namespace};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kuryr_controller::Options;
 use kuryr_controller::namespace_net::{namespace_tag, resource_name};
 use kuryr_crds::{KURYRNETWORK_FINALIZER, KuryrNetwork};
@@ -255,28 +255,8 @@ async fn plugged_pod(
     app: &str,
     prefix: u8,
 ) -> anyhow::Result<VmPort> {
-    let mut p = h.pod(name, node)?;
-    p.metadata
-        .labels
-        .get_or_insert_default()
-        .insert("app".into(), app.into());
-    p.spec.as_mut().expect("spec").runtime_class_name = Some(RUNTIME_CLASS_NONE.into());
-    let uid = h
-        .pods
-        .create(&PostParams::default(), &p)
-        .await?
-        .metadata
-        .uid
-        .unwrap_or_default();
-    let vif = h.vif_of(name, &uid, WAIT).await?;
+    let vif = pod_on(h, node, Some(RUNTIME_CLASS_NONE), name, app).await?;
     let ip = vif.network.subnets[0].ips[0].clone();
-    h.pods
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
-        )
-        .await?;
     VmPort::attach(&h.env, &vif.id, &vif.address, &ip, prefix, "", name)
 }
 

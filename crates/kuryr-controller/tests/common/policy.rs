@@ -27,11 +27,29 @@ pub const PEERS_CONF: &str = "[kubernetes]\npod_security_groups_driver = policy\
 /// Makes pod `name` with `app=<app>`, waits for its port and writes the
 /// port's address into the pod's status; answers (port id, address).
 pub async fn pod(h: &Harness, name: &str, app: &str) -> anyhow::Result<(String, String)> {
-    let mut p = h.pod(name, NODE)?;
+    let vif = pod_on(h, NODE, None, name, app).await?;
+    let ip = vif.network.subnets[0].ips[0].clone();
+    Ok((vif.id, ip))
+}
+
+/// Makes pod `name` with `app=<app>` on `node` (under `runtime_class` if
+/// given), waits for its port and writes the port's address into the
+/// pod's status (as the kubelet would from the CNI result); answers its VIF.
+pub async fn pod_on(
+    h: &Harness,
+    node: &str,
+    runtime_class: Option<&str>,
+    name: &str,
+    app: &str,
+) -> anyhow::Result<kuryr_crds::Vif> {
+    let mut p = h.pod(name, node)?;
     p.metadata
         .labels
         .get_or_insert_default()
         .insert("app".into(), app.into());
+    if let Some(rc) = runtime_class {
+        p.spec.as_mut().expect("spec").runtime_class_name = Some(rc.into());
+    }
     let uid = h
         .pods
         .create(&PostParams::default(), &p)
@@ -48,7 +66,7 @@ pub async fn pod(h: &Harness, name: &str, app: &str) -> anyhow::Result<(String, 
             &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
         )
         .await?;
-    Ok((vif.id, ip))
+    Ok(vif)
 }
 
 /// The test namespace's NetworkPolicies and KuryrNetworkPolicies.
