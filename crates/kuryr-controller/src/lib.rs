@@ -31,6 +31,8 @@ pub mod ports;
 pub mod services;
 pub mod startup;
 pub mod tenants;
+#[cfg(test)]
+mod testing;
 pub mod vlan;
 
 pub use context::{Context, Options};

@@ -230,7 +230,6 @@ mod tests {
     fn step(p: &Pod, k: Option<&KuryrPort>) -> Step {
         next_step(p, k, late())
     }
-    use kuryr_crds::{KuryrPortSpec, KuryrPortStatus, Vif, VifKind, VifNetwork};
     use serde_json::json;
 
     fn pod(uid: &str, extra: serde_json::Value) -> Pod {
@@ -252,37 +251,7 @@ mod tests {
     }
 
     fn kp(uid: &str, active: Option<bool>) -> KuryrPort {
-        let mut k = KuryrPort::new(
-            "web-0",
-            KuryrPortSpec {
-                pod_uid: uid.into(),
-                pod_node_name: "node-1".into(),
-                pod_static: false,
-            },
-        );
-        if let Some(active) = active {
-            let vif = Vif {
-                id: "p".into(),
-                address: "fa:16:3e:00:00:01".into(),
-                network: VifNetwork {
-                    id: "n".into(),
-                    label: "l".into(),
-                    bridge: None,
-                    mtu: None,
-                    subnets: vec![],
-                },
-                plugin: "ovs".into(),
-                active,
-                preserve_on_delete: false,
-                has_traffic_filtering: true,
-                vif_name: "tapp".into(),
-                kind: VifKind::OpenVSwitch {
-                    bridge_name: "br-int".into(),
-                },
-            };
-            k.status = Some(KuryrPortStatus::default_only(vif));
-        }
-        k
+        crate::testing::kuryr_port("web-0", uid, active, &[])
     }
 
     const FIN: &str = r#"{"metadata": {"finalizers": ["kuryr.openstack.org/pod-finalizer"]}}"#;

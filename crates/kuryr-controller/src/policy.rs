@@ -352,42 +352,8 @@ mod tests {
 
     /// KuryrPort `name` of `ns` for pod UID `uid`, its port at `ip`.
     fn port(ns: &str, name: &str, uid: &str, ip: &str) -> KuryrPort {
-        use kuryr_crds::vif::{Vif, VifKind, VifNetwork, VifSubnet};
-        let mut k = KuryrPort::new(
-            name,
-            kuryr_crds::KuryrPortSpec {
-                pod_uid: uid.into(),
-                pod_node_name: "node-1".into(),
-                pod_static: false,
-            },
-        );
+        let mut k = crate::testing::kuryr_port(name, uid, Some(true), &[ip]);
         k.metadata.namespace = Some(ns.into());
-        let vif = Vif {
-            id: "p".into(),
-            address: "fa:16:3e:00:00:01".into(),
-            network: VifNetwork {
-                id: "n".into(),
-                label: "l".into(),
-                bridge: None,
-                mtu: None,
-                subnets: vec![VifSubnet {
-                    cidr: "10.0.0.0/24".into(),
-                    gateway: None,
-                    dns: vec![],
-                    ips: vec![ip.into()],
-                    routes: vec![],
-                }],
-            },
-            plugin: "ovs".into(),
-            active: true,
-            preserve_on_delete: false,
-            has_traffic_filtering: true,
-            vif_name: "tapp".into(),
-            kind: VifKind::OpenVSwitch {
-                bridge_name: "br-int".into(),
-            },
-        };
-        k.status = Some(kuryr_crds::KuryrPortStatus::default_only(vif));
         k
     }
 
