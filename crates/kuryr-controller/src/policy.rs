@@ -27,10 +27,10 @@ pub fn takes_part(pod: &Pod) -> bool {
     !host_network && !finished
 }
 
-/// The addresses of a pod's port as its KuryrPort records them, keyed by
-/// namespace and pod name, with the pod's UID (a KuryrPort of an earlier
+/// The addresses of pods' ports as their KuryrPorts record them, keyed by
+/// the pod UID each KuryrPort was made for (a KuryrPort left by an earlier
 /// pod of the same name does not count).
-type PortIps = std::collections::HashMap<(String, String), (String, Vec<std::net::IpAddr>)>;
+type PortIps = std::collections::HashMap<String, Vec<std::net::IpAddr>>;
 
 fn port_ips<'a>(ports: impl IntoIterator<Item = &'a KuryrPort>) -> PortIps {
     ports
@@ -44,10 +44,8 @@ fn port_ips<'a>(ports: impl IntoIterator<Item = &'a KuryrPort>) -> PortIps {
                 .flat_map(|s| s.ips.iter())
                 .filter_map(|ip| ip.parse().ok())
                 .collect();
-            let key = (kp.metadata.namespace.clone()?, kp.metadata.name.clone()?);
-            Some((key, (kp.spec.pod_uid.clone(), ips)))
+            (!ips.is_empty()).then(|| (kp.spec.pod_uid.clone(), ips))
         })
-        .filter(|(_, (_, ips))| !ips.is_empty())
         .collect()
 }
 
@@ -57,13 +55,7 @@ fn port_ips<'a>(ports: impl IntoIterator<Item = &'a KuryrPort>) -> PortIps {
 /// else the addresses of its status.
 fn pod_view(pod: &Pod, ports: &PortIps) -> kuryr_policy::Pod {
     let mut view = kuryr_policy::Pod::from_k8s(pod);
-    let key = (
-        pod.metadata.namespace.clone().unwrap_or_default(),
-        pod.metadata.name.clone().unwrap_or_default(),
-    );
-    if let Some((uid, ips)) = ports.get(&key)
-        && pod.metadata.uid.as_deref() == Some(uid.as_str())
-    {
+    if let Some(ips) = pod.metadata.uid.as_ref().and_then(|uid| ports.get(uid)) {
         view.ips = ips.clone();
     }
     view
