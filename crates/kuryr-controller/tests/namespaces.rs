@@ -335,15 +335,13 @@ async fn a_vm_on_a_namespace_network_gets_the_verdicts_its_pods_get() -> anyhow:
         let vm = VmPort::plug(&s, undo, &h.env, &net, None).await?;
         wait_port_active(&s, &vm.id).await?;
         let addr = format!("{}:80", server.ip);
+        // the verdicts client, other and the VM should get (true: answered)
+        let expect = |c, o, v| [("client", &client, c), ("other", &other, o), ("vm", &vm, v)];
 
         verdicts(
             "no policy: everybody is answered",
             &addr,
-            &[
-                ("client", &client, true),
-                ("other", &other, true),
-                ("vm", &vm, true),
-            ],
+            &expect(true, true, true),
         )
         .await?;
 
@@ -359,11 +357,7 @@ async fn a_vm_on_a_namespace_network_gets_the_verdicts_its_pods_get() -> anyhow:
         verdicts(
             "a policy admitting app=client: the VM is refused like the other pod",
             &addr,
-            &[
-                ("client", &client, true),
-                ("other", &other, false),
-                ("vm", &vm, false),
-            ],
+            &expect(true, false, false),
         )
         .await?;
 
@@ -377,11 +371,7 @@ async fn a_vm_on_a_namespace_network_gets_the_verdicts_its_pods_get() -> anyhow:
         verdicts(
             "the VM's address admitted too",
             &addr,
-            &[
-                ("client", &client, true),
-                ("other", &other, false),
-                ("vm", &vm, true),
-            ],
+            &expect(true, false, true),
         )
         .await?;
 
@@ -389,11 +379,7 @@ async fn a_vm_on_a_namespace_network_gets_the_verdicts_its_pods_get() -> anyhow:
         verdicts(
             "the policy gone: everybody is answered again",
             &addr,
-            &[
-                ("client", &client, true),
-                ("other", &other, true),
-                ("vm", &vm, true),
-            ],
+            &expect(true, true, true),
         )
         .await?;
         ctl.stop().await;
