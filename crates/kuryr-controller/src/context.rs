@@ -310,9 +310,6 @@ impl Context {
                 if od.member_mode == "L2" {
                     warnings.push("[octavia_defaults] member_mode L2 is read and not acted on: members are given the subnet of their address either way".into());
                 }
-                // members get the subnet of their address (the ovn provider
-                // needs it): every subnet visible now
-                let member_subnets = n.list_subnets(&Query::new()).await?;
                 Some(services::LbSettings {
                     service: services::ServiceSettings {
                         project_id: project_id.clone(),
@@ -329,7 +326,6 @@ impl Context {
                     lb_algorithm,
                     external_net: nd.external_svc_net.clone(),
                     service_cidr,
-                    member_subnets,
                 })
             }
             (None, true) => {

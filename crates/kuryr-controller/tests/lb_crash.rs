@@ -87,7 +87,7 @@ async fn a_controller_killed_while_its_load_balancer_is_pending_makes_no_second_
             uid
         };
         println!("octavia-driver-agent resumed");
-        lb::one_complete_lb(&h, &name, &uid).await?;
+        lb::complete_lb(&h, &name, &uid, 2).await?;
         anyhow::Ok(())
     };
     finally(body, async {

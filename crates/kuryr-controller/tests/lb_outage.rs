@@ -68,7 +68,7 @@ async fn a_service_made_while_octavia_is_stopped_converges_with_one_load_balance
             uid
         };
         println!("octavia-api resumed");
-        lb::one_complete_lb(&h, &name, &uid).await?;
+        lb::complete_lb(&h, &name, &uid, 2).await?;
 
         let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);
         svcs.delete(&name, &DeleteParams::default()).await?;

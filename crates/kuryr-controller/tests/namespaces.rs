@@ -6,14 +6,17 @@
 //! the ports, interface, subnet and network with it, and waits (saying so
 //! in a Warning event) while a port kuryr-rs did not make is still there.
 //! A VM's port on a namespace's network gets the verdicts of the
-//! namespace's pods under a policy (traffic through the stack's OVS).
+//! namespace's pods under a policy (traffic through the stack's OVS). A
+//! Service whose endpoint is a pod on a namespace network made after the
+//! controller started answers a pod of another namespace network through
+//! its ClusterIP (Octavia's `ovn` provider; skipped on ML2/OVS).
 #![cfg(feature = "stack")]
 
 mod common;
 
-use common::policy::{create_policy, pod_on};
-use common::{Harness, NODE, start};
-use k8s_openapi::api::core::v1::{Event, Namespace};
+use common::policy::{create_policy, pod_in};
+use common::{Harness, NODE, lb, start};
+use k8s_openapi::api::core::v1::{Event, Namespace, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kuryr_controller::Options;
@@ -247,17 +250,36 @@ async fn a_namespace_gets_its_own_network_for_its_pods_and_loses_it_with_the_nam
 /// Pod `name` labelled `app=<app>` on the stack's real node under a
 /// RuntimeClass no runtime has, its port plugged into a namespace of its
 /// own once the controller made it (as kuryr-daemon would) and its address
-/// written into its status (as the kubelet would).
-async fn plugged_pod(
+/// written into its status (as the kubelet would), with its subnet's
+/// gateway as the default route.
+async fn plugged_pod(h: &Harness, node: &str, name: &str, app: &str) -> anyhow::Result<VmPort> {
+    plugged_pod_in(h, &h.ns, node, name, app).await
+}
+
+/// [`plugged_pod`] in namespace `ns`.
+async fn plugged_pod_in(
     h: &Harness,
+    ns: &str,
     node: &str,
     name: &str,
     app: &str,
-    prefix: u8,
 ) -> anyhow::Result<VmPort> {
-    let vif = pod_on(h, node, Some(RUNTIME_CLASS_NONE), name, app).await?;
-    let ip = vif.network.subnets[0].ips[0].clone();
-    VmPort::attach(&h.env, &vif.id, &vif.address, &ip, prefix, "", name)
+    let vif = pod_in(h, ns, node, Some(RUNTIME_CLASS_NONE), name, app).await?;
+    let subnet = &vif.network.subnets[0];
+    let prefix: u8 = match subnet.cidr.split_once('/') {
+        Some((_, len)) => len.parse()?,
+        None => anyhow::bail!("subnet {} without a prefix length", subnet.cidr),
+    };
+    let gateway = subnet.gateway.clone().unwrap_or_default();
+    VmPort::attach(
+        &h.env,
+        &vif.id,
+        &vif.address,
+        &subnet.ips[0],
+        prefix,
+        &gateway,
+        name,
+    )
 }
 
 const TOKEN: &str = "nsvm-server";
@@ -315,10 +337,10 @@ async fn a_vm_on_a_namespace_network_gets_the_verdicts_its_pods_get() -> anyhow:
         );
         let ctl = start(h.context(&conf, Options::default()).await?);
 
-        let server = plugged_pod(&h, &node, "server", "server", 26).await?;
+        let server = plugged_pod(&h, &node, "server", "server").await?;
         let _echo = EchoServer::start(&server.ns, TOKEN, &[80], &[])?;
-        let client = plugged_pod(&h, &node, "client", "client", 26).await?;
-        let other = plugged_pod(&h, &node, "other", "other", 26).await?;
+        let client = plugged_pod(&h, &node, "client", "client").await?;
+        let other = plugged_pod(&h, &node, "other", "other").await?;
 
         // the VM: a port on the namespace's network in the project's
         // default group, as Nova would make it
@@ -386,6 +408,82 @@ async fn a_vm_on_a_namespace_network_gets_the_verdicts_its_pods_get() -> anyhow:
         anyhow::Ok(())
     });
     let cleanup = async {
+        h.cleanup().await?;
+        n.delete_subnet_pool(&pool.id).await?;
+        anyhow::Ok(())
+    };
+    finally(body, cleanup).await
+}
+
+#[tokio::test]
+async fn a_service_answers_between_namespace_networks_made_after_the_controller_started()
+-> anyhow::Result<()> {
+    let h = Harness::new("nssvc", "10.239.2.0/24").await?;
+    if !lb::provider_or_skip(&h, "services carry traffic")? {
+        return h.cleanup().await;
+    }
+    let n = h.os.neutron();
+    let router = h.env.get("KURYR_STACK_ROUTER")?.to_owned();
+    let node = h.env.get("KURYR_STACK_NODE")?.to_owned();
+    runtime_class_none(&h.kube).await?;
+    let pool = n
+        .create_subnet_pool(&SubnetPoolCreate {
+            name: unique_name("nssvc-pool-", 40),
+            prefixes: vec!["10.243.0.0/16".into()],
+            default_prefixlen: Some(26),
+            ..Default::default()
+        })
+        .await?;
+    // the client's namespace, with a network of its own too
+    let other = unique_name("nssvc-client-", 40);
+    let nss: Api<Namespace> = Api::all(h.kube.clone());
+    let body = async {
+        let conf = format!(
+            "{}[kubernetes]\npod_subnets_driver = namespace\nenabled_handlers = vif,kuryrport,namespace,kuryrnetwork,service,endpoints,kuryrloadbalancer\n[namespace_subnet]\npod_subnet_pool = {}\npod_router = {router}\n",
+            lb::conf(&h)?,
+            pool.id
+        );
+        // started before any namespace network exists: the members'
+        // subnets are not in its first listing
+        let ctl = start(h.context(&conf, Options::default()).await?);
+        let server = plugged_pod(&h, &node, "server", "server").await?;
+        let _echo = EchoServer::start(&server.ns, TOKEN, &[8080], &[])?;
+        nss.create(
+            &Default::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": other, "labels": {"kuryr-test": h.label}}}),
+            )?,
+        )
+        .await?;
+        let client = plugged_pod_in(&h, &other, &node, "client", "client").await?;
+
+        let uid = lb::service_with_endpoints(&h, "web", &[&server.ip]).await?;
+        let svcs: Api<Service> = Api::namespaced(h.kube.clone(), &h.ns);
+        let vip = svcs
+            .get("web")
+            .await?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .unwrap_or_default();
+        lb::complete_lb(&h, "web", &uid, 1).await?;
+        lb::ovn_applied(&h)?;
+        let addr = format!("{vip}:80");
+        wait_until(
+            "the server answering the other namespace's pod through the ClusterIP",
+            WAIT,
+            EVERY,
+            || async { Ok(answered(&client, &addr).then_some(())) },
+        )
+        .await?;
+        ctl.stop().await;
+        drop((server, client));
+        anyhow::Ok(())
+    };
+    let cleanup = async {
+        // the client's namespace while the harness's controller-free
+        // cleanup runs: its network is found by the cluster tag
+        h.release_namespace(&other).await?;
+        let _ = nss.delete(&other, &DeleteParams::default()).await;
         h.cleanup().await?;
         n.delete_subnet_pool(&pool.id).await?;
         anyhow::Ok(())

@@ -221,12 +221,16 @@ async fn converge(
             .map(|m| (m.address.clone(), m.protocol_port))
             .collect();
         if !plan::same_members(&have_members, &want_members) {
+            // members get the subnet of their address (the ovn provider
+            // needs it), listed now: namespaces' subnets come and go, and a
+            // subnet pool gives a deleted one's CIDR to the next
+            let subnets = ctx.os.neutron().list_subnets(&Query::new()).await?;
             let body: Vec<MemberCreate> = want_members
                 .iter()
                 .map(|m| MemberCreate {
                     address: m.address.clone(),
                     protocol_port: m.port,
-                    subnet_id: subnet_of(&lbs.member_subnets, &m.address).map(|s| s.id.clone()),
+                    subnet_id: subnet_of(&subnets, &m.address).map(|s| s.id.clone()),
                     name: Some(m.name.clone()),
                     weight: None,
                 })

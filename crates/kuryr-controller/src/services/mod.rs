@@ -22,9 +22,6 @@ pub struct LbSettings {
     pub external_net: Option<String>,
     /// CIDR of the service subnet (the nodes route it to the pods' router).
     pub service_cidr: String,
-    /// Subnets members may be on (the pod network's, the service subnet),
-    /// to give each member its subnet (the `ovn` provider needs it).
-    pub member_subnets: Vec<Subnet>,
 }
 
 /// The algorithm a provider takes: `ovn` balances by 5-tuple hash only.

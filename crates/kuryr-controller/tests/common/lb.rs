@@ -140,20 +140,30 @@ pub async fn routed_net(h: &Harness, s: &Session, undo: &Undo) -> anyhow::Result
 }
 
 /// Waits until the KuryrLoadBalancer `name` records a load balancer with
-/// two listeners and four members (the Service of [`service_with_endpoints`]
-/// with two addresses), then checks Octavia holds exactly that one load
-/// balancer for the Service with UID `uid`, with two listeners, two pools
-/// and two members in each.
-pub async fn one_complete_lb(h: &Harness, name: &str, uid: &str) -> anyhow::Result<()> {
+/// two listeners and a member per endpoint in each (the Service of
+/// [`service_with_endpoints`] with `endpoints` addresses), then checks
+/// Octavia holds exactly that one load balancer for the Service with UID
+/// `uid`, with two listeners, two pools and `endpoints` members in each.
+pub async fn complete_lb(
+    h: &Harness,
+    name: &str,
+    uid: &str,
+    endpoints: usize,
+) -> anyhow::Result<()> {
     let klbs: Api<KuryrLoadBalancer> = Api::namespaced(h.kube.clone(), &h.ns);
     let st = wait_until(
-        "the load balancer, 2 listeners and 4 members recorded",
+        &format!(
+            "the load balancer, 2 listeners and {} members recorded",
+            2 * endpoints
+        ),
         Duration::from_secs(240),
         Duration::from_millis(500),
         || async {
             let st = klbs.get(name).await?.status;
             Ok(st.filter(|s| {
-                s.loadbalancer.is_some() && s.listeners.len() == 2 && s.members.len() == 4
+                s.loadbalancer.is_some()
+                    && s.listeners.len() == 2
+                    && s.members.len() == 2 * endpoints
             }))
         },
     )
@@ -167,7 +177,7 @@ pub async fn one_complete_lb(h: &Harness, name: &str, uid: &str) -> anyhow::Resu
     anyhow::ensure!(live[0].provisioning_status == "ACTIVE", "{:?}", live[0]);
     let got = shape(h, &recorded).await?;
     anyhow::ensure!(
-        got == (2, 2, vec![2, 2]),
+        got == (2, 2, vec![endpoints, endpoints]),
         "listeners, pools, members per pool: {got:?}"
     );
     Ok(())

@@ -4,9 +4,10 @@
 #![allow(dead_code)]
 
 use super::{Harness, NODE};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kuryr_crds::KuryrNetworkPolicy;
+use kuryr_crds::{KuryrNetworkPolicy, KuryrPort};
 use kuryr_policy::rule_key;
 use kuryr_stack_tests::wait_until;
 use serde_json::json;
@@ -42,6 +43,20 @@ pub async fn pod_on(
     name: &str,
     app: &str,
 ) -> anyhow::Result<kuryr_crds::Vif> {
+    pod_in(h, &h.ns, node, runtime_class, name, app).await
+}
+
+/// [`pod_on`] in namespace `ns`.
+pub async fn pod_in(
+    h: &Harness,
+    ns: &str,
+    node: &str,
+    runtime_class: Option<&str>,
+    name: &str,
+    app: &str,
+) -> anyhow::Result<kuryr_crds::Vif> {
+    let pods: Api<Pod> = Api::namespaced(h.kube.clone(), ns);
+    let kps: Api<KuryrPort> = Api::namespaced(h.kube.clone(), ns);
     let mut p = h.pod(name, node)?;
     p.metadata
         .labels
@@ -50,22 +65,33 @@ pub async fn pod_on(
     if let Some(rc) = runtime_class {
         p.spec.as_mut().expect("spec").runtime_class_name = Some(rc.into());
     }
-    let uid = h
-        .pods
+    let uid = pods
         .create(&PostParams::default(), &p)
         .await?
         .metadata
         .uid
         .unwrap_or_default();
-    let vif = h.vif_of(name, &uid, WAIT).await?;
+    let vif = wait_until(
+        &format!("KuryrPort {ns}/{name} with a VIF"),
+        WAIT,
+        EVERY,
+        || async {
+            Ok(kps
+                .get_opt(name)
+                .await?
+                .filter(|k| k.spec.pod_uid == uid)
+                .and_then(|k| k.status)
+                .and_then(|s| s.default_vif().cloned()))
+        },
+    )
+    .await?;
     let ip = vif.network.subnets[0].ips[0].clone();
-    h.pods
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
-        )
-        .await?;
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}})),
+    )
+    .await?;
     Ok(vif)
 }
 
