@@ -133,6 +133,10 @@ pub struct Context {
     /// The default groups of each project's pods but the default's (see
     /// [`crate::tenants`]).
     pub tenant_groups: Mutex<HashMap<String, Vec<String>>>,
+    /// The groups each pod port was last seen with or given by the pod
+    /// groups handler (the policy handler waits on it for a new rule's
+    /// peers to be members first).
+    pub port_groups: Mutex<HashMap<String, Vec<String>>>,
     /// Namespaces' networks read so far, by id (for their pods' VIFs).
     pub namespace_nets: Mutex<HashMap<String, Arc<crate::pod_net::PodNet>>>,
     /// Warnings about the configuration, logged at start.
@@ -408,6 +412,7 @@ impl Context {
             namespaces,
             namespace_nets: Mutex::default(),
             tenant_groups: Mutex::default(),
+            port_groups: Mutex::default(),
             open_groups,
             peer_groups,
             warnings,

@@ -308,6 +308,77 @@ pub fn peer_groups<'a>(
     out
 }
 
+/// The ports (with their pods, `ns/name`) that `peer_groups` (a
+/// KuryrNetworkPolicy spec's) make members of a group they are not known
+/// to carry yet (`carried`: the groups each port was last given). A rule
+/// naming a peer group admits only the group's members, so the rule must
+/// not come into force on the selected pods before its peers are in:
+/// until then an admitted pod is refused. Pods of namespaces in projects
+/// of their own (`own_project`) are named by address, not by groups.
+pub fn peers_not_in_yet<'a>(
+    peer_groups: &[PeerGroup],
+    pods: impl IntoIterator<Item = &'a Pod>,
+    ports: impl IntoIterator<Item = &'a KuryrPort>,
+    namespaces: impl IntoIterator<Item = &'a Namespace>,
+    own_project: impl Fn(&str) -> bool,
+    carried: &std::collections::HashMap<String, Vec<String>>,
+) -> Vec<String> {
+    if peer_groups.is_empty() {
+        return Vec::new();
+    }
+    let empty = Labels::new();
+    let ns_labels: std::collections::HashMap<&str, &Labels> = namespaces
+        .into_iter()
+        .filter_map(|n| {
+            Some((
+                n.metadata.name.as_deref()?,
+                n.metadata.labels.as_ref().unwrap_or(&empty),
+            ))
+        })
+        .collect();
+    // the ports of each pod UID
+    let mut by_uid: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for kp in ports {
+        if let Some(st) = &kp.status {
+            by_uid
+                .entry(kp.spec.pod_uid.as_str())
+                .or_default()
+                .extend(st.port_ids());
+        }
+    }
+    let mut out = Vec::new();
+    for pod in pods.into_iter().filter(|p| takes_part(p)) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        if own_project(ns) {
+            continue;
+        }
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let nsl = ns_labels.get(ns).copied().unwrap_or(&empty);
+        let wanted: Vec<&str> = peer_groups
+            .iter()
+            .filter(|g| g.peers.matcher().is_ok_and(|m| m.contains(ns, nsl, labels)))
+            .map(|g| g.id.as_str())
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        for port in by_uid.get(uid).into_iter().flatten() {
+            let has = carried.get(*port);
+            if !wanted
+                .iter()
+                .all(|g| has.is_some_and(|h| h.iter().any(|x| x == g)))
+            {
+                out.push(format!(
+                    "{ns}/{} (port {port})",
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The peer-set groups known from `knps`, by set (their IDs, so a pass
 /// that finds every set here needs no Neutron call to name them).
 pub fn known_peer_ids<'a>(knps: impl IntoIterator<Item = &'a KuryrNetworkPolicy>) -> PeerIds {
@@ -636,6 +707,68 @@ mod tests {
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
         assert!(peer_groups("a", &labels(json!({})), &client, [&k]).is_empty());
+    }
+
+    #[test]
+    fn a_rule_waits_for_the_ports_of_its_peers_to_carry_their_group() {
+        let group = PeerGroup {
+            id: "g-clients".into(),
+            peers: kuryr_policy::PeerSpec::new(
+                "a",
+                // every namespace's clients
+                Some(&serde_json::from_value(json!({})).unwrap()),
+                Some(&serde_json::from_value(json!({"matchLabels": {"app": "client"}})).unwrap()),
+            ),
+        };
+        let mut client = pod("a", json!({"app": "client"}));
+        client.metadata.name = Some("client".into());
+        client.metadata.uid = Some("uid-client".into());
+        let mut other = pod("a", json!({"app": "other"}));
+        other.metadata.name = Some("other".into());
+        other.metadata.uid = Some("uid-other".into());
+        // a client of namespace b, in a project of its own: named by address
+        let mut far = pod("b", json!({"app": "client"}));
+        far.metadata.uid = Some("uid-far".into());
+        let ports = [
+            port("a", "client", "uid-client", "10.0.0.2"),
+            port("a", "other", "uid-other", "10.0.0.3"),
+            port("b", "p", "uid-far", "10.0.0.4"),
+        ];
+        let port_of = |i: usize| {
+            ports[i]
+                .status
+                .as_ref()
+                .unwrap()
+                .port_ids()
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let own = |ns: &str| ns == "b";
+        let mut carried = std::collections::HashMap::new();
+        let waiting = |carried: &std::collections::HashMap<String, Vec<String>>| {
+            peers_not_in_yet(
+                std::slice::from_ref(&group),
+                [&client, &other, &far],
+                &ports,
+                [],
+                own,
+                carried,
+            )
+        };
+        // the client's port not handled yet, then without the group
+        assert_eq!(waiting(&carried).len(), 1, "{:?}", waiting(&carried));
+        assert!(waiting(&carried)[0].starts_with("a/client"));
+        carried.insert(port_of(0), vec!["default".to_owned()]);
+        assert_eq!(waiting(&carried).len(), 1);
+        // in the group: nothing to wait for (the other pod never was)
+        carried.insert(
+            port_of(0),
+            vec!["default".to_owned(), "g-clients".to_owned()],
+        );
+        assert!(waiting(&carried).is_empty());
+        // no peer groups (addresses in the rules): never waits
+        assert!(peers_not_in_yet(&[], [&client], &ports, [], own, &Default::default()).is_empty());
     }
 
     #[test]

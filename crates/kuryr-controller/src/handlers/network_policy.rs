@@ -60,7 +60,17 @@ struct State {
 struct Seen {
     compared: Option<std::time::Instant>,
     warnings: Vec<String>,
+    /// Since when the rules have waited for their peers to be members of
+    /// the peer-set groups.
+    waiting: Option<std::time::Instant>,
 }
+
+/// How long a policy's rules wait for their peers to join the peer-set
+/// groups before they are applied anyway (a port whose update keeps
+/// failing must not hold a policy back for ever).
+const PEERS_WAIT: Duration = Duration::from_secs(30);
+/// How often the policy handler looks whether the peers have joined.
+const PEERS_EVERY: Duration = Duration::from_millis(100);
 
 async fn warn(ctx: &Context, np: &NetworkPolicy, reason: &str, note: String) {
     publish_event(
@@ -452,6 +462,38 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
         knp.spec = spec.clone();
         knp = knps.replace(&name, &PostParams::default(), &knp).await?;
         tracing::info!(policy = %qualified, ingress = spec.ingress_sg_rules.len(), egress = spec.egress_sg_rules.len(), "KuryrNetworkPolicy rules changed");
+    }
+    // the peers first: a rule naming a peer-set group admits its members
+    // only, so the rules wait until the pod groups handler has put the
+    // pods the KNP's peerGroups select into those groups; otherwise a pod
+    // the policy admits is refused while it comes into force
+    let waiting = policy::peers_not_in_yet(
+        &spec.peer_groups,
+        pods.iter().map(|p| p.as_ref()),
+        ports.iter().map(|p| p.as_ref()),
+        namespaces.iter().map(|n| n.as_ref()),
+        |ns| {
+            world
+                .namespaces
+                .iter()
+                .any(|n| n.name == ns && n.own_project)
+        },
+        &crate::lock(&ctx.port_groups),
+    );
+    {
+        let mut seen = crate::lock(&st.seen);
+        let e = seen.entry(qualified.clone()).or_default();
+        if waiting.is_empty() {
+            e.waiting = None;
+        } else {
+            let since = *e.waiting.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < PEERS_WAIT {
+                tracing::debug!(policy = %qualified, peers = ?waiting, "waiting for the peers to join their groups");
+                return Ok(Action::requeue(PEERS_EVERY));
+            }
+            tracing::warn!(policy = %qualified, peers = ?waiting, "peers not in their groups after {PEERS_WAIT:?}: rules applied anyway");
+            e.waiting = None;
+        }
     }
     // the group, found by its tags, else made and tagged
     let n = ctx.os.neutron();

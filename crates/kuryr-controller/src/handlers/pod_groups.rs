@@ -20,8 +20,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kuryr_crds::{KuryrNetworkPolicy, KuryrPort};
 use kuryr_openstack::types::neutron::PortUpdate;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 struct State {
@@ -30,8 +29,6 @@ struct State {
     knps: Store<KuryrNetworkPolicy>,
     /// Every namespace (their projects).
     namespaces: Store<Namespace>,
-    /// The groups each port was last seen with or given.
-    ports: Mutex<HashMap<String, Vec<String>>>,
 }
 
 async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
@@ -89,7 +86,7 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
     };
     let n = ctx.os.neutron();
     for id in ports {
-        let known = lock(&st.ports).get(&id).cloned();
+        let known = lock(&st.ctx.port_groups).get(&id).cloned();
         let have = match known {
             Some(h) => h,
             None => match n.get_port(&id).await {
@@ -109,16 +106,16 @@ async fn reconcile(pod: Arc<Pod>, st: Arc<State>) -> Result<Action, Error> {
                     tracing::info!(pod = %format!("{ns}/{name}"), port = %id, groups = ?wanted, "pod port groups set")
                 }
                 Err(e) if e.is_not_found() => {
-                    lock(&st.ports).remove(&id);
+                    lock(&st.ctx.port_groups).remove(&id);
                     continue;
                 }
                 Err(e) => {
-                    lock(&st.ports).remove(&id);
+                    lock(&st.ctx.port_groups).remove(&id);
                     return Err(e.into());
                 }
             }
         }
-        lock(&st.ports).insert(id, wanted.clone());
+        lock(&st.ctx.port_groups).insert(id, wanted.clone());
     }
     Ok(Action::await_change())
 }
@@ -234,7 +231,6 @@ pub async fn run(
         kps,
         knps,
         namespaces,
-        ports: Mutex::default(),
     });
     Controller::new(Api::<Pod>::all(ctx.kube.clone()), pods)
         .with_config(
