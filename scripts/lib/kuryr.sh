@@ -264,8 +264,10 @@ kuryr_remove_network() {
     if [ -n "${KSUBNET:-}" ]; then openstack subnet delete "$KSUBNET" >/dev/null 2>&1 || true; fi
     if [ -n "${KNET:-}" ]; then openstack network delete "$KNET" >/dev/null 2>&1 || true; fi
     local g
-    # NetworkPolicies' groups (tagged with the cluster, named sg/...)
-    for g in $(openstack security group list --tags "kuryr-cluster:$KCLUSTER" -f value -c ID -c Name 2>/dev/null | awk '$2 ~ /^sg[/]/ {print $1}'); do
+    # NetworkPolicies' groups and peer-set groups (tagged with the cluster,
+    # named sg/... and kuryr/<cluster>/peers/...)
+    for g in $(openstack security group list --tags "kuryr-cluster:$KCLUSTER" -f value -c ID -c Name 2>/dev/null \
+               | awk -v p="kuryr/$KCLUSTER/peers/" '$2 ~ /^sg[/]/ || index($2, p) == 1 {print $1}'); do
         openstack security group delete "$g" >/dev/null 2>&1 || true
     done
     for g in "kuryr/$KCLUSTER/node-access" "kuryr/$KCLUSTER/nodes" "kuryr/$KCLUSTER/open-ingress" "kuryr/$KCLUSTER/open-egress" ${KPODSG:-}; do

@@ -8,9 +8,13 @@
 //!
 //! - **policy created → enforced**: a server pod answers TCP 80; a pod the
 //!   policy does not admit asks it every 20 ms (each try gives up after
-//!   300 ms) from before the policy is created until a try fails: the first
-//!   denied connection. `KURYR_BENCH_ROUNDS` (20) rounds; between rounds
-//!   the policy is deleted and the pod answered again;
+//!   300 ms) from before the policy is created until its tries have failed
+//!   for a second: the first of those failures is the first denied
+//!   connection (a lone miss on a loaded machine is not a denial). Then
+//!   the admitted client asks; if it is refused, how long it stays refused
+//!   is recorded (OVN bringing the rules into force), and the bench fails
+//!   if it still is after 30 s. `KURYR_BENCH_ROUNDS` (20) rounds; between
+//!   rounds the policy is deleted and the pod answered again;
 //! - **pod created in an admitted set → allowed**: with the policy in
 //!   place, a pod labelled as the policy admits is created; its port is
 //!   plugged the moment its VIF appears (as kuryr-daemon would) and it asks
@@ -26,7 +30,8 @@
 //! network namespace of its own (an OVS port with the port's external_ids,
 //! as os-vif would) and writes the pod's address into its status (as the
 //! kubelet would from the CNI result). kuryr-rs' controller runs in this
-//! process with the pod and policy handlers.
+//! process with the pod and policy handlers (its log on stderr with
+//! `RUST_LOG`, e.g. `kuryr_controller=info`).
 //! `KURYR_BENCH_MODES=ip_prefix` (or `remote_group`) runs one representation.
 //! `sudo cargo bench -p kuryr-controller --features stack --bench policy`
 //! (stack up on the ovn backend).
@@ -150,10 +155,36 @@ fn answered(from: &VmPort, addr: &str) -> bool {
     ask_within(&from.ns, "tcp", addr, 300).is_ok_and(|a| a == TOKEN)
 }
 
+/// How long after `t0` connections from `from` to `addr` began to be
+/// refused for good: the first refusal of a run of refusals lasting a
+/// second (on a loaded two-core machine a single probe can miss its 300 ms
+/// without any rule refusing it).
+async fn first_denied(from: &VmPort, addr: &str, t0: Instant) -> anyhow::Result<Duration> {
+    const HELD: Duration = Duration::from_secs(1);
+    let mut since: Option<Duration> = None;
+    loop {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no lasting refusal 120 s after the policy was made"
+        );
+        if answered(from, addr) {
+            since = None;
+        } else {
+            let first = *since.get_or_insert_with(|| t0.elapsed());
+            if t0.elapsed() - first >= HELD {
+                return Ok(first);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The figures of one representation.
 struct Figures {
     mode: &'static str,
     enforced: Vec<Duration>,
+    /// How long the admitted client was refused, in the rounds it was.
+    refused: Vec<Duration>,
     allowed: Vec<Duration>,
     scale_sync: Duration,
     rules: usize,
@@ -186,20 +217,15 @@ async fn run_mode(b: &Bench, mode: &'static str) -> anyhow::Result<Figures> {
 
     eprintln!("[{mode}] {rounds} rounds: policy created -> first denied connection");
     let mut enforced = Vec::new();
+    let mut refused = Vec::new();
     for i in 0..rounds {
         let t0 = Instant::now();
         b.policy("admit-clients", admit_clients()).await?;
-        wait_until(
-            "the first denied connection",
-            Duration::from_secs(120),
-            Duration::from_millis(20),
-            || async { Ok((!answered(&other, &addr)).then_some(())) },
-        )
-        .await?;
-        enforced.push(t0.elapsed());
+        enforced.push(first_denied(&other, &addr, t0).await?);
+        // the admitted client: answered, or refused for a while as OVN
+        // brings the rules into force (recorded, not hidden), or refused
+        // for good (the bench fails)
         if !answered(&client, &addr) {
-            // how long it lasts tells a window while the policy comes into
-            // force from a wrong verdict
             let t1 = Instant::now();
             let back = wait_until(
                 "the admitted client answered",
@@ -208,18 +234,22 @@ async fn run_mode(b: &Bench, mode: &'static str) -> anyhow::Result<Figures> {
                 || async { Ok(answered(&client, &addr).then_some(())) },
             )
             .await;
-            let knp = b.knps.get_opt("admit-clients").await?;
-            let port = b.os.neutron().get_port(&server.id).await?;
-            anyhow::bail!(
-                "[{mode}] round {}: an admitted client ({}) was denied too ({}); server port groups {:?}; KNP {}",
+            if back.is_err() {
+                let knp = b.knps.get_opt("admit-clients").await?;
+                let port = b.os.neutron().get_port(&server.id).await?;
+                anyhow::bail!(
+                    "[{mode}] round {}: an admitted client ({}) still refused 30 s after the policy was enforced; server port groups {:?}; KNP {}",
+                    i + 1,
+                    client.ip,
+                    port.security_groups,
+                    serde_json::to_string(&knp)?
+                );
+            }
+            refused.push(t1.elapsed());
+            eprintln!(
+                "  round {}: the admitted client refused for {:?}",
                 i + 1,
-                client.ip,
-                match back {
-                    Ok(()) => format!("answered again {:?} later", t1.elapsed()),
-                    Err(_) => "still denied 30 s later".into(),
-                },
-                port.security_groups,
-                serde_json::to_string(&knp)?
+                t1.elapsed()
             );
         }
         eprintln!("  round {} of {rounds}: {:?}", i + 1, enforced[i]);
@@ -340,6 +370,7 @@ async fn run_mode(b: &Bench, mode: &'static str) -> anyhow::Result<Figures> {
     Ok(Figures {
         mode,
         enforced,
+        refused,
         allowed,
         scale_sync,
         rules,
@@ -370,6 +401,14 @@ async fn start_controller(
 async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
+    }
+    // the in-process controller's log on stderr when RUST_LOG asks for it
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .try_init();
     }
     let env = StackEnv::load()?;
     env.require("k8s")?;
@@ -446,12 +485,21 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("\nNetworkPolicy on the {backend} backend, {who}:");
     println!(
-        "| peers | policy created -> first denied | pod created -> allowed | {pods} pods x {policies} policies: in sync | rules in Neutron | peer groups |"
+        "| peers | policy created -> first denied | admitted client refused meanwhile | pod created -> allowed | {pods} pods x {policies} policies: in sync | rules in Neutron | peer groups |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for f in &mut figures {
+        let refused = match f.refused.iter().max() {
+            None => format!("0 of {} rounds", f.enforced.len()),
+            Some(m) => format!(
+                "{} of {} rounds, at most {} ms",
+                f.refused.len(),
+                f.enforced.len(),
+                m.as_millis()
+            ),
+        };
         println!(
-            "| {} | {} | {} | {:.1} s | {} | {} |",
+            "| {} | {} | {refused} | {} | {:.1} s | {} | {} |",
             f.mode,
             summary(&mut f.enforced),
             summary(&mut f.allowed),

@@ -127,6 +127,7 @@ pub async fn reconcile_load_balancers(
             tracing::warn!(lb = %lb.id, name = %lb.name, ?verdict, "leaked load balancer (dry run: left in place)");
             continue;
         }
+        tracing::warn!(lb = %lb.id, name = %lb.name, status = %lb.provisioning_status, ?verdict, "leaked load balancer: deleting it");
         o.delete_load_balancer(&lb.id, true).await?;
         tracing::warn!(lb = %lb.id, name = %lb.name, ?verdict, "leaked load balancer deleted");
         ctx.metrics.lbs_deleted.fetch_add(1, Ordering::Relaxed);

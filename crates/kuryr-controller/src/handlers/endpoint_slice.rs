@@ -31,6 +31,9 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
         return Ok(Action::await_change());
     }
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    if !super::namespace_selected(&ctx, &ns).await? {
+        return Ok(Action::await_change());
+    }
     let name = svc.metadata.name.clone().unwrap_or_default();
     let klbs: Api<KuryrLoadBalancer> = Api::namespaced(ctx.kube.clone(), &ns);
     let Some(klb) = klbs.get_opt(&name).await? else {

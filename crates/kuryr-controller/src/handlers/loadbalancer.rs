@@ -501,6 +501,9 @@ async fn reconcile(klb: Arc<KuryrLoadBalancer>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     };
     let ns = klb.metadata.namespace.clone().unwrap_or_default();
+    if !super::namespace_selected(&ctx, &ns).await? {
+        return Ok(Action::await_change());
+    }
     let api: Api<KuryrLoadBalancer> = Api::namespaced(ctx.kube.clone(), &ns);
     let has_finalizer = crate::plan::has_finalizer(&klb.metadata, KLB_FINALIZER);
     if klb.metadata.deletion_timestamp.is_some() {

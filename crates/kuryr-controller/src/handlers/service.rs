@@ -45,6 +45,11 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error
         return Ok(Action::await_change());
     };
     let ns = svc.metadata.namespace.clone().unwrap_or_default();
+    // `--namespace-selector`: another controller's namespaces (the
+    // `kubernetes` Service too) are left alone
+    if !super::namespace_selected(&ctx, &ns).await? {
+        return Ok(Action::await_change());
+    }
     let name = svc.metadata.name.clone().unwrap_or_default();
     let svcs: Api<Service> = Api::namespaced(ctx.kube.clone(), &ns);
     let klbs: Api<KuryrLoadBalancer> = Api::namespaced(ctx.kube.clone(), &ns);
