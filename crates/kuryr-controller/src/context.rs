@@ -16,8 +16,9 @@ use std::time::Duration;
 pub struct Options {
     /// Only pods matching this label selector (all when `None`).
     pub pod_selector: Option<String>,
-    /// Only NetworkPolicies of namespaces matching this label selector are
-    /// enforced (all when `None`): another controller, or none, handles
+    /// Only the namespaces matching this label selector are handled (all
+    /// when `None`): their NetworkPolicies, namespace networks and Services
+    /// (the `kubernetes` Service too); another controller, or none, handles
     /// the others.
     pub namespace_selector: Option<String>,
     /// Only nodes matching this label selector get a node port (all when

@@ -36,8 +36,8 @@ struct Args {
     /// Handle only pods matching this label selector.
     #[arg(long)]
     pod_selector: Option<String>,
-    /// Enforce only the NetworkPolicies of namespaces matching this label
-    /// selector.
+    /// Handle only the namespaces matching this label selector: their
+    /// NetworkPolicies, networks (namespace networks) and Services.
     #[arg(long)]
     namespace_selector: Option<String>,
     /// Only nodes matching this label selector get a node port ([node_port]
