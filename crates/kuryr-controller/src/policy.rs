@@ -292,20 +292,34 @@ pub fn peer_groups<'a>(
     labels: &Labels,
     knps: impl IntoIterator<Item = &'a KuryrNetworkPolicy>,
 ) -> Vec<String> {
-    let mut out: Vec<String> = knps
+    let groups = knps
         .into_iter()
         .filter(|k| k.metadata.deletion_timestamp.is_none())
-        .flat_map(|k| &k.spec.peer_groups)
-        .filter(|g| {
-            g.peers
-                .matcher()
-                .is_ok_and(|m| m.contains(ns, ns_labels, labels))
-        })
-        .map(|g| g.id.clone())
+        .flat_map(|k| &k.spec.peer_groups);
+    let mut out: Vec<String> = member_of(groups, ns, ns_labels, labels)
+        .map(str::to_owned)
         .collect();
     out.sort();
     out.dedup();
     out
+}
+
+/// The IDs of `groups` whose peer set holds a pod of namespace `ns` (with
+/// `ns_labels`) labelled `labels`.
+fn member_of<'a>(
+    groups: impl IntoIterator<Item = &'a PeerGroup>,
+    ns: &'a str,
+    ns_labels: &'a Labels,
+    labels: &'a Labels,
+) -> impl Iterator<Item = &'a str> {
+    groups
+        .into_iter()
+        .filter(move |g| {
+            g.peers
+                .matcher()
+                .is_ok_and(|m| m.contains(ns, ns_labels, labels))
+        })
+        .map(|g| g.id.as_str())
 }
 
 /// The ports (with their pods, `ns/name`) that `peer_groups` (a
@@ -313,29 +327,22 @@ pub fn peer_groups<'a>(
 /// to carry yet (`carried`: the groups each port was last given). A rule
 /// naming a peer group admits only the group's members, so the rule must
 /// not come into force on the selected pods before its peers are in:
-/// until then an admitted pod is refused. Pods of namespaces in projects
-/// of their own (`own_project`) are named by address, not by groups.
+/// until then an admitted pod is refused. `namespaces` are the world's
+/// (see [`world`]): pods of namespaces in projects of their own are named
+/// by address, not by groups.
 pub fn peers_not_in_yet<'a>(
     peer_groups: &[PeerGroup],
     pods: impl IntoIterator<Item = &'a Pod>,
     ports: impl IntoIterator<Item = &'a KuryrPort>,
-    namespaces: impl IntoIterator<Item = &'a Namespace>,
-    own_project: impl Fn(&str) -> bool,
+    namespaces: &[kuryr_policy::Namespace],
     carried: &std::collections::HashMap<String, Vec<String>>,
 ) -> Vec<String> {
     if peer_groups.is_empty() {
         return Vec::new();
     }
     let empty = Labels::new();
-    let ns_labels: std::collections::HashMap<&str, &Labels> = namespaces
-        .into_iter()
-        .filter_map(|n| {
-            Some((
-                n.metadata.name.as_deref()?,
-                n.metadata.labels.as_ref().unwrap_or(&empty),
-            ))
-        })
-        .collect();
+    let by_name: std::collections::HashMap<&str, &kuryr_policy::Namespace> =
+        namespaces.iter().map(|n| (n.name.as_str(), n)).collect();
     // the ports of each pod UID
     let mut by_uid: std::collections::HashMap<&str, Vec<&str>> = Default::default();
     for kp in ports {
@@ -349,16 +356,13 @@ pub fn peers_not_in_yet<'a>(
     let mut out = Vec::new();
     for pod in pods.into_iter().filter(|p| takes_part(p)) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-        if own_project(ns) {
+        let namespace = by_name.get(ns);
+        if namespace.is_some_and(|n| n.own_project) {
             continue;
         }
         let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
-        let nsl = ns_labels.get(ns).copied().unwrap_or(&empty);
-        let wanted: Vec<&str> = peer_groups
-            .iter()
-            .filter(|g| g.peers.matcher().is_ok_and(|m| m.contains(ns, nsl, labels)))
-            .map(|g| g.id.as_str())
-            .collect();
+        let nsl = namespace.map_or(&empty, |n| &n.labels);
+        let wanted: Vec<&str> = member_of(peer_groups, ns, nsl, labels).collect();
         if wanted.is_empty() {
             continue;
         }
@@ -744,15 +748,22 @@ mod tests {
                 .unwrap()
                 .to_owned()
         };
-        let own = |ns: &str| ns == "b";
+        let mut namespaces: Vec<kuryr_policy::Namespace> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                let ns: Namespace =
+                    serde_json::from_value(json!({"metadata": {"name": n}})).unwrap();
+                kuryr_policy::Namespace::from_k8s(&ns)
+            })
+            .collect();
+        namespaces[1].own_project = true;
         let mut carried = std::collections::HashMap::new();
         let waiting = |carried: &std::collections::HashMap<String, Vec<String>>| {
             peers_not_in_yet(
                 std::slice::from_ref(&group),
                 [&client, &other, &far],
                 &ports,
-                [],
-                own,
+                &namespaces,
                 carried,
             )
         };
@@ -768,7 +779,9 @@ mod tests {
         );
         assert!(waiting(&carried).is_empty());
         // no peer groups (addresses in the rules): never waits
-        assert!(peers_not_in_yet(&[], [&client], &ports, [], own, &Default::default()).is_empty());
+        assert!(
+            peers_not_in_yet(&[], [&client], &ports, &namespaces, &Default::default()).is_empty()
+        );
     }
 
     #[test]

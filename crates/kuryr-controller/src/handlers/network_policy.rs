@@ -471,13 +471,7 @@ async fn reconcile(np: Arc<NetworkPolicy>, st: Arc<State>) -> Result<Action, Err
         &spec.peer_groups,
         pods.iter().map(|p| p.as_ref()),
         ports.iter().map(|p| p.as_ref()),
-        namespaces.iter().map(|n| n.as_ref()),
-        |ns| {
-            world
-                .namespaces
-                .iter()
-                .any(|n| n.name == ns && n.own_project)
-        },
+        &world.namespaces,
         &crate::lock(&ctx.port_groups),
     );
     {
